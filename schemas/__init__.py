@@ -1,0 +1,1 @@
+"""Data contracts of closedloop: topics, Avro schemas and ClickHouse migrations."""

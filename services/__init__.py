@@ -1,0 +1,1 @@
+"""The closedloop services: collector, stitcher, crm_ingest, attributor and their plumbing."""

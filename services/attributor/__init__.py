@@ -1,0 +1,1 @@
+"""The attributor: credits deal value to touchpoints under every model, into ClickHouse."""

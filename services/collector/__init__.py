@@ -1,0 +1,1 @@
+"""The collector: tracking beacons over HTTP into events.raw."""

@@ -1,0 +1,1 @@
+"""Plumbing shared by the services: settings, Avro codec, Kafka helpers, errors, logging."""

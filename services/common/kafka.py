@@ -1,0 +1,236 @@
+"""Kafka plumbing: client configs, idempotent topic creation, and an acknowledging publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # stubs miss the re-export
+
+from schemas.topics import ALL_TOPICS, Topic
+from services.common.errors import ConfigurationError, UnavailableError
+from services.common.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+Key = str | bytes | None
+
+
+def producer_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
+    """An idempotent, acks=all producer config (librdkafka leaves idempotence off by default)."""
+    return {
+        **settings.client_config(),
+        "client.id": client_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": settings.linger_ms,
+        "batch.size": settings.batch_size,
+        "compression.type": settings.compression_type,
+        "delivery.timeout.ms": settings.delivery_timeout_ms,
+        "message.timeout.ms": settings.delivery_timeout_ms,
+        "socket.connection.setup.timeout.ms": min(settings.delivery_timeout_ms, 5000),
+    }
+
+
+def consumer_config(settings: KafkaSettings, group_id: str, client_id: str) -> dict[str, Any]:
+    """A consumer config that stores offsets only when the caller says its output is durable."""
+    return {
+        **settings.client_config(),
+        "group.id": group_id,
+        "client.id": client_id,
+        "enable.auto.commit": True,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "partition.assignment.strategy": "cooperative-sticky",
+    }
+
+
+def ensure_topics(
+    settings: KafkaSettings,
+    topics: Iterable[Topic] = ALL_TOPICS,
+    timeout: float = 30.0,
+) -> dict[str, int]:
+    """Create missing topics (idempotently) and check co-partitioning; returns partitions by name.
+
+    Raises ConfigurationError when an existing topic's partition count differs from the
+    one its co-partition group requires, because joins by key would silently miss.
+    """
+    wanted = list(topics)
+    admin = AdminClient(settings.client_config())
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise UnavailableError(f"broker {settings.bootstrap_servers} unreachable: {exc}") from exc
+    to_create = []
+    for topic in wanted:
+        name = settings.topic(topic.name)
+        if name in existing:
+            continue
+        config = {"cleanup.policy": "compact"} if topic.compacted else {}
+        to_create.append(
+            NewTopic(
+                name,
+                num_partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                config=config,
+            )
+        )
+    if to_create:
+        for name, future in admin.create_topics(to_create, operation_timeout=timeout).items():
+            try:
+                future.result(timeout=timeout)
+                log.info("created topic", extra={"topic": name, "partitions": settings.partitions})
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise UnavailableError(f"could not create topic {name}: {exc}") from exc
+    metadata = _wait_for_metadata(admin, [settings.topic(t.name) for t in wanted], timeout)
+    groups: dict[str, set[int]] = {}
+    for topic in wanted:
+        if topic.copartition_group:
+            groups.setdefault(topic.copartition_group, set()).add(
+                metadata[settings.topic(topic.name)]
+            )
+    for group, counts in groups.items():
+        if len(counts) > 1:
+            raise ConfigurationError(
+                f"topics keyed by {group} must have one partition count, found {sorted(counts)}"
+            )
+    return metadata
+
+
+def _wait_for_metadata(admin: AdminClient, names: Sequence[str], timeout: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        found = {
+            name: len(topics[name].partitions)
+            for name in names
+            if name in topics and topics[name].error is None and topics[name].partitions
+        }
+        if len(found) == len(names):
+            return found
+        if time.monotonic() > deadline:
+            missing = sorted(set(names) - set(found))
+            raise UnavailableError(f"topics not visible in metadata: {missing}")
+        time.sleep(0.1)
+
+
+def broker_reachable(settings: KafkaSettings, timeout: float = 2.0) -> bool:
+    """True when the cluster answers a metadata request within ``timeout`` seconds."""
+    admin = AdminClient({**settings.client_config(), "socket.connection.setup.timeout.ms": 1000})
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException:
+        return False
+    return True
+
+
+class KafkaPublisher:
+    """An idempotent producer whose sends complete only when the broker acknowledged them.
+
+    A background thread serves delivery reports, so callers never call ``poll()``
+    after each ``produce()``. ``publish`` and ``publish_many`` are awaitable and
+    raise UnavailableError when the broker did not acknowledge in time.
+    """
+
+    def __init__(self, settings: KafkaSettings, client_id: str, **overrides: Any) -> None:
+        self._producer = Producer({**producer_config(settings, client_id), **overrides})
+        self._running = True
+        self._poller = threading.Thread(
+            target=self._serve_delivery_reports, daemon=True, name=f"{client_id}-delivery"
+        )
+        self._poller.start()
+
+    def _serve_delivery_reports(self) -> None:
+        while self._running:
+            self._producer.poll(0.05)
+
+    def produce(self, topic: str, key: Key, value: bytes) -> Future[None]:
+        """Queue one message; the future completes on the broker's acknowledgement."""
+        future: Future[None] = Future()
+
+        def on_delivery(error: KafkaError | None, _message: Message) -> None:
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(UnavailableError(f"broker did not acknowledge: {error.str()}"))
+
+        self._produce(topic, key, value, on_delivery)
+        return future
+
+    def _produce(self, topic: str, key: Key, value: bytes, on_delivery: Any) -> None:
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                return
+            except BufferError:
+                if time.monotonic() > deadline:
+                    raise UnavailableError("producer queue full", retry_after_seconds=1) from None
+                time.sleep(0.01)
+            except KafkaException as exc:
+                raise UnavailableError(f"produce failed: {exc}") from exc
+
+    async def publish(self, topic: str, key: Key, value: bytes) -> None:
+        """Send one message and wait for the broker's acknowledgement."""
+        await asyncio.wrap_future(self.produce(topic, key, value))
+
+    async def publish_many(
+        self, messages: Sequence[tuple[str, Key, bytes]]
+    ) -> list[Exception | None]:
+        """Send messages and wait for every acknowledgement; one error (or None) per message."""
+        if not messages:
+            return []
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        results: list[Exception | None] = [None] * len(messages)
+        pending = [len(messages)]
+        lock = threading.Lock()
+
+        def finish() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def callback_for(index: int) -> Any:
+            def on_delivery(error: KafkaError | None, _message: Message) -> None:
+                if error is not None:
+                    results[index] = UnavailableError(f"broker did not acknowledge: {error.str()}")
+                with lock:
+                    pending[0] -= 1
+                    last = pending[0] == 0
+                if last:
+                    loop.call_soon_threadsafe(finish)
+
+            return on_delivery
+
+        for index, (topic, key, value) in enumerate(messages):
+            try:
+                self._produce(topic, key, value, callback_for(index))
+            except UnavailableError as exc:
+                results[index] = exc
+                with lock:
+                    pending[0] -= 1
+                    last = pending[0] == 0
+                if last:
+                    finish()
+        await done
+        return results
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Wait for everything in flight; returns how many messages are still undelivered."""
+        remaining: int = self._producer.flush(timeout)
+        return remaining
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush, then stop the delivery-report thread; returns undelivered messages."""
+        remaining = self.flush(timeout)
+        self._running = False
+        self._poller.join(timeout=2.0)
+        return remaining

@@ -1,0 +1,1 @@
+"""The stitcher: sessions, channels and identity stitching from events.raw into touchpoints."""
