@@ -16,6 +16,13 @@ from services.common.settings import KafkaSettings
 
 TESTS_DIR = Path(__file__).parent
 
+# Every module in tests/fixtures/ is a fixture plugin (warehouse, processes, ...).
+pytest_plugins = sorted(
+    f"tests.fixtures.{path.stem}"
+    for path in (TESTS_DIR / "fixtures").glob("*.py")
+    if path.stem != "__init__"
+)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test by its folder, so `-m unit` / `-m integration` / `-m e2e` select them."""
