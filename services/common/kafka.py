@@ -124,7 +124,10 @@ def _wait_for_metadata(admin: AdminClient, names: Sequence[str], timeout: float)
 
 def broker_reachable(settings: KafkaSettings, timeout: float = 2.0) -> bool:
     """True when the cluster answers a metadata request within ``timeout`` seconds."""
-    admin = AdminClient({**settings.client_config(), "socket.connection.setup.timeout.ms": 1000})
+    # log_level 0: a probe of a broker that is not up yet must not spam "Connection refused".
+    admin = AdminClient(
+        {**settings.client_config(), "socket.connection.setup.timeout.ms": 1000, "log_level": 0}
+    )
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException:
