@@ -13,6 +13,7 @@ See services/attributor/README.md ("Models") for the definitions with worked num
 from __future__ import annotations
 
 import decimal
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ DIRECT = Channel.DIRECT.name
 # touch weighs less than 2**-128 of it, far below one credit quantum, so it gets 0
 # instead of a Decimal with a million-digit exponent.
 _MAX_HALF_LIVES = 128
-_DECAY_PRECISION = 40
+_DECAY_CONTEXT = decimal.Context(prec=30, rounding=decimal.ROUND_HALF_EVEN)
+_LN2 = decimal.Context(prec=40).ln(Decimal(2))
 
 _W_SHAPED_MILESTONE = Fraction(3, 10)
 _FULL_PATH_MILESTONE = Fraction(9, 40)  # 22.5 %
@@ -161,9 +163,7 @@ def _time_decay(
     newest = touches[-1].occurred_at
     half_life_us = _microseconds(settings.half_life)
     weights: _Weights = []
-    with decimal.localcontext() as ctx:
-        ctx.prec = _DECAY_PRECISION
-        ctx.rounding = decimal.ROUND_HALF_EVEN
+    with decimal.localcontext(_DECAY_CONTEXT) as ctx:
         for touch in touches:
             half_lives = Fraction(_microseconds(newest - touch.occurred_at), half_life_us)
             if half_lives > _MAX_HALF_LIVES:
@@ -171,10 +171,10 @@ def _time_decay(
             elif half_lives.denominator == 1:
                 weights.append(Fraction(1, 2**half_lives.numerator))
             else:
-                exponent = ctx.divide(
-                    Decimal(-half_lives.numerator), Decimal(half_lives.denominator)
-                )
-                weights.append(Fraction(ctx.power(Decimal(2), exponent)))
+                # 2^-x = e^(-x ln 2): Decimal exp is correctly rounded, so the weight is the
+                # same on every platform (unlike float pow), and it is ~5x cheaper than power.
+                x = ctx.divide(Decimal(half_lives.numerator), Decimal(half_lives.denominator))
+                weights.append(Fraction(ctx.exp(ctx.minus(ctx.multiply(x, _LN2)))))
     return weights
 
 
@@ -307,15 +307,23 @@ def _largest_remainder(weights: Sequence[Fraction], total_units: int) -> list[in
 
     Each part gets the floor of its exact share; the units left over go one each to the
     largest fractional remainders, ties to the earlier position (callers pass a
-    canonical order, so the result never depends on input order).
+    canonical order, so the result never depends on input order). Integer arithmetic
+    over a common denominator: exact like Fractions, an order of magnitude faster.
     """
-    weight_sum = sum(weights, Fraction(0))
-    exact = [w * total_units / weight_sum for w in weights]
-    parts = [int(x) for x in exact]  # floor: every x >= 0
+    common = math.lcm(*(w.denominator for w in weights))
+    scaled = [w.numerator * (common // w.denominator) for w in weights]
+    weight_sum = sum(scaled)
+    parts: list[int] = []
+    remainders: list[int] = []  # numerators over the shared denominator weight_sum
+    for weight in scaled:
+        part, remainder = divmod(weight * total_units, weight_sum)
+        parts.append(part)
+        remainders.append(remainder)
     left = total_units - sum(parts)
-    ranked = sorted(range(len(weights)), key=lambda i: (-(exact[i] - parts[i]), i))
-    for i in ranked[:left]:
-        parts[i] += 1
+    if left:
+        ranked = sorted(range(len(weights)), key=lambda i: (-remainders[i], i))
+        for i in ranked[:left]:
+            parts[i] += 1
     return parts
 
 
