@@ -1,0 +1,1 @@
+"""Maintained lists for channel classification (JSON data files, each naming its sources)."""
