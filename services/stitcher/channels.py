@@ -511,6 +511,8 @@ def classify(source: TrafficSource, rules: ChannelRules) -> Classification:
         elif utm_source is None and "fbclid" in click_ids:
             utm_source = "facebook"
         channel = _channel_from_tags(utm_source, utm_medium)
+        if channel is Channel.DIRECT:
+            return _direct(landing_page, internal=False)  # "(direct) / (none)" tagged links
         return Classification(
             channel,
             utm_source,
