@@ -71,40 +71,66 @@ class _Network:
     name: str
     domains: tuple[str, ...]
     wildcards: tuple[str, ...]  # "google" for "google.*"
-    exclude: tuple[str, ...]
+    exclude: frozenset[str]
     aliases: frozenset[str]
     video: bool = False
 
 
-def _host_in(host: str, domain: str) -> bool:
-    return host == domain or host.endswith("." + domain)
+def _suffixes(host: str) -> list[str]:
+    """The host and every parent domain: a.b.example.com, b.example.com, example.com, com."""
+    labels = host.split(".")
+    return [".".join(labels[i:]) for i in range(len(labels))]
 
 
-def _wildcard_match(host: str, label: str) -> bool:
+def _in_domains(host: str, domains: frozenset[str]) -> bool:
+    """Whether the host is one of the domains or a subdomain of one."""
+    return any(suffix in domains for suffix in _suffixes(host))
+
+
+def _wildcard_match(labels: list[str], i: int) -> bool:
     # "google.*" matches google.com, www.google.co.uk, google.de: the label followed
     # by one or two short country/generic suffix labels.
-    labels = host.split(".")
-    for i, part in enumerate(labels):
-        if part == label:
-            rest = labels[i + 1 :]
-            if 1 <= len(rest) <= 2 and all(_WILDCARD_SUFFIX_LABEL.match(r) for r in rest):
-                return True
-    return False
+    rest = labels[i + 1 :]
+    return 1 <= len(rest) <= 2 and all(_WILDCARD_SUFFIX_LABEL.match(r) for r in rest)
 
 
 @dataclass(frozen=True)
 class _NetworkList:
     entries: tuple[_Network, ...]
+    # Indexes built once: a lookup walks the host's parent domains instead of every entry.
+    _by_domain: Mapping[str, _Network] = field(default_factory=dict, repr=False)
+    _by_wildcard: Mapping[str, _Network] = field(default_factory=dict, repr=False)
+    _by_alias: Mapping[str, _Network] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, entries: Iterable[_Network]) -> _NetworkList:
+        items = tuple(entries)
+        by_domain: dict[str, _Network] = {}
+        by_wildcard: dict[str, _Network] = {}
+        by_alias: dict[str, _Network] = {}
+        for entry in items:  # the first entry naming a domain or alias wins
+            for domain in entry.domains:
+                by_domain.setdefault(domain, entry)
+            for label in entry.wildcards:
+                by_wildcard.setdefault(label, entry)
+            for alias in (entry.name, *sorted(entry.aliases)):
+                by_alias.setdefault(alias, entry)
+        return cls(items, by_domain, by_wildcard, by_alias)
 
     def by_host(self, host: str | None) -> _Network | None:
+        """The entry whose domain is the host or its nearest parent; excluded hosts match none."""
         if not host:
             return None
-        for entry in self.entries:
-            if any(_host_in(host, e) for e in entry.exclude):
-                continue
-            if any(_host_in(host, d) for d in entry.domains) or any(
-                _wildcard_match(host, w) for w in entry.wildcards
-            ):
+        suffixes = _suffixes(host)
+        for suffix in suffixes:  # most specific first
+            entry = self._by_domain.get(suffix)
+            if entry is not None and not any(s in entry.exclude for s in suffixes):
+                return entry
+        labels = host.split(".")
+        for i, label in enumerate(labels):
+            entry = self._by_wildcard.get(label)
+            excluded = entry is not None and any(s in entry.exclude for s in suffixes)
+            if entry is not None and not excluded and _wildcard_match(labels, i):
                 return entry
         return None
 
@@ -112,9 +138,9 @@ class _NetworkList:
         """The entry a utm_source names: its name, an alias, or one of its hosts."""
         if not source:
             return None
-        for entry in self.entries:
-            if source == entry.name or source in entry.aliases:
-                return entry
+        entry = self._by_alias.get(source)
+        if entry is not None:
+            return entry
         if "." in source:
             return self.by_host(_strip_www(source))
         return None
@@ -135,12 +161,12 @@ def _load_list(name: str) -> _NetworkList:
                 name=raw["name"].lower(),
                 domains=tuple(d for d in domains if not d.endswith(".*")),
                 wildcards=tuple(d[:-2] for d in domains if d.endswith(".*")),
-                exclude=tuple(d.lower() for d in raw.get("exclude", [])),
+                exclude=frozenset(d.lower() for d in raw.get("exclude", [])),
                 aliases=frozenset(a.lower() for a in raw.get("aliases", [])),
                 video=bool(raw.get("video", False)),
             )
         )
-    return _NetworkList(tuple(entries))
+    return _NetworkList.of(entries)
 
 
 SEARCH_ENGINES = _load_list("search_engines.json")
@@ -310,10 +336,6 @@ def _query(url: str | None) -> dict[str, str]:
     return params
 
 
-def _is_own(host: str, domains: frozenset[str]) -> bool:
-    return any(_host_in(host, d) for d in domains)
-
-
 def is_internal_referrer(
     referrer: str | None, landing_url: str | None, rules: ChannelRules
 ) -> bool:
@@ -325,7 +347,7 @@ def is_internal_referrer(
     host = referrer_host(referrer)
     if host is None:
         return False
-    if _is_own(host, rules.own_domains):
+    if _in_domains(host, rules.own_domains):
         return True
     landing_host = referrer_host(landing_url)
     return landing_host is not None and host == landing_host
@@ -481,7 +503,7 @@ def classify(source: TrafficSource, rules: ChannelRules) -> Classification:
     # visitor arrived, so such a hit is internal and never starts a campaign.
     if ref_host is not None and (
         is_internal_referrer(source.referrer, source.landing_url, rules)
-        or _is_own(ref_host, rules.ignored_referrers)
+        or _in_domains(ref_host, rules.ignored_referrers)
     ):
         return _direct(landing_page, internal=True)
 
