@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from schemas.channels import Channel
@@ -22,6 +22,7 @@ __all__ = [
     "AD_ONLY_CLICK_IDS",
     "CLICK_ID_KEYS",
     "ChannelRules",
+    "ClickIds",
     "Classification",
     "TrafficSource",
     "classify",
@@ -190,6 +191,25 @@ _CLICK_ID_NETWORK: Mapping[str, tuple[str, Channel]] = MappingProxyType(
     }
 )
 _META_SOURCES = frozenset({"facebook", "instagram", "threads"})
+
+
+class ClickIds(dict[str, str]):
+    """Read-only, hashable click IDs; a real dict, so Avro maps and JSON take it as is."""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple[type[ClickIds], tuple[dict[str, str]]]:
+        # pickle/copy would otherwise refill the dict through the blocked __setitem__
+        return (type(self), (dict(self),))
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("click IDs are read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only
 
 
 @dataclass(frozen=True)
@@ -460,7 +480,7 @@ def _direct(landing_page: str | None, *, internal: bool) -> Classification:
         content=None,
         referrer_host=None,
         landing_page=landing_page,
-        click_ids=MappingProxyType({}),
+        click_ids=ClickIds(),
         internal=internal,
     )
 
@@ -494,7 +514,7 @@ def classify(source: TrafficSource, rules: ChannelRules) -> Classification:
             content=content,
             referrer_host=None,
             landing_page=landing_page,
-            click_ids=MappingProxyType(_click_ids(source, query)),
+            click_ids=ClickIds(_click_ids(source, query)),
         )
 
     ref_host = referrer_host(source.referrer)
@@ -508,7 +528,7 @@ def classify(source: TrafficSource, rules: ChannelRules) -> Classification:
         return _direct(landing_page, internal=True)
 
     click_ids = _click_ids(source, query)
-    frozen_ids = MappingProxyType(click_ids)
+    frozen_ids = ClickIds(click_ids)
 
     if utm_source is not None or utm_medium is not None:
         from_click = _from_click_id(click_ids, ref_host)

@@ -767,3 +767,38 @@ def test_classify_never_raises(
     key = got.campaign_key()
     assert (key == ()) == (got.channel is Channel.DIRECT or got.internal)
     assert is_internal_referrer(referrer, landing, rules) in (True, False)
+
+
+def test_classification_is_hashable_picklable_and_click_ids_read_only() -> None:
+    import copy
+    import json
+    import pickle
+
+    got = classify(TrafficSource(LP + "?gclid=AbC&fbclid=x", "https://www.google.com/"), RULES)
+    assert isinstance(got.click_ids, dict)
+    assert json.loads(json.dumps(got.click_ids)) == {
+        "gclid": "AbC",
+        "fbclid": "x",
+    }  # value case kept
+    assert {got, copy.deepcopy(got)} == {got}
+    assert pickle.loads(pickle.dumps(got)) == got
+    with pytest.raises(TypeError):
+        got.click_ids["gclid"] = "other"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("referrer", "channel"),
+    [
+        ("https://google.com.evil.example/", Channel.REFERRAL),
+        ("https://notgoogle.com/", Channel.REFERRAL),
+        ("https://google.example.org/", Channel.REFERRAL),
+        ("https://images.google.com.br/", Channel.ORGANIC_SEARCH),
+        ("https://www.google.de/", Channel.ORGANIC_SEARCH),
+        ("https://mail.google.com/mail/u/0/", Channel.EMAIL),
+        ("https://calendar.google.com/", Channel.REFERRAL),
+        ("https://notfacebook.com/", Channel.REFERRAL),
+        ("https://lm.facebook.com/l.php", Channel.ORGANIC_SOCIAL),
+    ],
+)
+def test_list_matching_is_by_domain_not_substring(referrer: str, channel: Channel) -> None:
+    assert classify(TrafficSource(LP, referrer), RULES).channel is channel
