@@ -191,6 +191,11 @@ _CLICK_ID_NETWORK: Mapping[str, tuple[str, Channel]] = MappingProxyType(
     }
 )
 _META_SOURCES = frozenset({"facebook", "instagram", "threads"})
+# Tagged channels an ad-only click ID overrides: tags that deny a paid click. Email,
+# Affiliate and the paid channels stand (an ad URL pasted into a newsletter is Email).
+_UNPAID_TAGGED = frozenset(
+    {Channel.ORGANIC_SEARCH, Channel.ORGANIC_SOCIAL, Channel.REFERRAL, Channel.OTHER}
+)
 
 
 class ClickIds(dict[str, str]):
@@ -555,6 +560,11 @@ def classify(source: TrafficSource, rules: ChannelRules) -> Classification:
         channel = _channel_from_tags(utm_source, utm_medium)
         if channel is Channel.DIRECT:
             return _direct(landing_page, internal=False)  # "(direct) / (none)" tagged links
+        if from_click is not None and channel in _UNPAID_TAGGED:
+            # An ad-only click ID proves an ad click even when the ad's manual tags say
+            # "social" or "organic" (GA4: auto-tagging overrides manual tags); the
+            # advertiser's source/medium are kept as given.
+            channel = from_click[0]
         return Classification(
             channel,
             utm_source,
