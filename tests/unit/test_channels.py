@@ -826,3 +826,86 @@ def test_classification_is_hashable_picklable_and_click_ids_read_only() -> None:
 )
 def test_list_matching_is_by_domain_not_substring(referrer: str, channel: Channel) -> None:
     assert classify(TrafficSource(LP, referrer), RULES).channel is channel
+
+
+_real_sources = st.sampled_from(
+    [
+        "google",
+        "bing",
+        "facebook",
+        "fb",
+        "ig",
+        "linkedin",
+        "t.co",
+        "reddit",
+        "newsletter",
+        "awin",
+        "criteo",
+        "x",
+    ]
+)
+_real_mediums = st.sampled_from(
+    [
+        "cpc",
+        "ppc",
+        "paid_social",
+        "organic",
+        "social",
+        "email",
+        "affiliate",
+        "display",
+        "referral",
+        "print",
+    ]
+)
+_real_referrers = st.sampled_from(
+    [
+        None,
+        "https://www.google.com/",
+        "https://l.facebook.com/",
+        "https://mail.google.com/",
+        "https://g2.com/",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    src=_real_sources,
+    med=_real_mediums,
+    ref=_real_referrers,
+    pad=st.sampled_from(["", " ", "\t", "  \n"]),
+    upper=st.booleans(),
+)
+def test_tags_are_case_and_whitespace_insensitive(
+    src: str, med: str, ref: str | None, pad: str, upper: bool
+) -> None:
+    def mangle(value: str) -> str:
+        return pad + (value.upper() if upper else value.title()) + pad
+
+    plain = classify(TrafficSource(LP, ref, utm_source=src, utm_medium=med), RULES)
+    mangled = classify(
+        TrafficSource(LP, ref, utm_source=mangle(src), utm_medium=mangle(med)), RULES
+    )
+    assert mangled == plain
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    src=_real_sources,
+    med=_real_mediums,
+    click=st.sampled_from([{}, {"gclid": "a"}, {"fbclid": "b"}, {"li_fat_id": "c"}]),
+    ref=st.sampled_from(
+        [
+            "https://www.example.com/",
+            "https://app.example.com/x",
+            "https://checkout.stripe.com/c/pay",
+            "https://www.paypal.com/",
+        ]
+    ),
+)
+def test_internal_and_gateway_referrers_never_start_a_campaign(
+    src: str, med: str, click: dict[str, str], ref: str
+) -> None:
+    got = classify(TrafficSource(LP, ref, utm_source=src, utm_medium=med, click_ids=click), RULES)
+    assert got.channel is Channel.DIRECT and got.internal and got.campaign_key() == ()
