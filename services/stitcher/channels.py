@@ -503,7 +503,7 @@ def classify(source: TrafficSource, rules: ChannelRules) -> Classification:
     utm_medium = (tag(source.utm_medium, "utm_medium") or "").lower() or None
     if utm_medium in _NOT_SET:
         utm_medium = None
-    if utm_source in _NOT_SET - {"(direct)"}:
+    if utm_source in _NOT_SET:
         utm_source = None
     campaign = tag(source.utm_campaign, "utm_campaign")
     term = tag(source.utm_term, "utm_term")
