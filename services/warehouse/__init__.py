@@ -1,0 +1,1 @@
+"""The embedded ClickHouse warehouse: the ClickHouse HTTP interface over chDB, and the migrations."""

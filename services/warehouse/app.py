@@ -1,0 +1,299 @@
+"""The ASGI app: ClickHouse's HTTP interface (queries, inserts, sessions, errors) over the chDB engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio
+import anyio.to_thread
+
+from services.warehouse.compression import RESPONSE_ENCODINGS, BodyDecoder, body_decoder, encode
+from services.warehouse.engine import Engine, Lease, QueryOutcome
+from services.warehouse.protocol import (
+    HEAD_BYTES,
+    ClickHouseError,
+    QueryParams,
+    content_type,
+    credentials,
+    insert_head,
+    output_format,
+    query_params,
+    response_encoding,
+)
+from services.warehouse.settings import WarehouseSettings
+
+log = logging.getLogger("services.warehouse")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_QUERY_BYTES = 256 * 1024 * 1024
+APPEND_BYTES = 1024 * 1024
+SERVER_NAME = "closedloop-warehouse"
+_LIMITER = anyio.CapacityLimiter(64)
+
+
+async def _in_thread(func: Callable[..., Any], *args: Any) -> Any:
+    return await anyio.to_thread.run_sync(func, *args, limiter=_LIMITER)
+
+
+class BodyReader:
+    """The request body chunk by chunk, remembering whether it was read to the end."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.done = False
+
+    async def read(self) -> bytes:
+        """The next chunk (empty at the end)."""
+        if self.done:
+            return b""
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.done = True
+            raise ClickHouseError.of(210, "Client disconnected while sending the request")
+        self.done = not message.get("more_body", False)
+        return bytes(message.get("body", b""))
+
+    async def drain(self) -> None:
+        """Read and drop the rest, so the connection can serve the next request."""
+        with contextlib.suppress(ClickHouseError):
+            while not self.done:
+                await self.read()
+
+
+@dataclass(frozen=True)
+class User:
+    """An authenticated user and whether it may write."""
+
+    name: str
+    readonly: bool
+
+
+class WarehouseApp:
+    """ASGI callable; ``on_start`` runs in a thread once the engine is open (migrations)."""
+
+    def __init__(
+        self,
+        settings: WarehouseSettings,
+        engine: Engine | None = None,
+        on_start: Callable[[Engine], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine or Engine(settings.data_dir)
+        self._on_start = on_start
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await _in_thread(self.engine.open)
+                    if self._on_start is not None:
+                        await _in_thread(self._on_start, self.engine)
+                except Exception as exc:
+                    log.exception("warehouse failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                self._reaper = asyncio.create_task(self._reap_sessions())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._reaper is not None:
+                    self._reaper.cancel()
+                await _in_thread(self.engine.close)
+                log.info("warehouse engine closed")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _reap_sessions(self) -> None:
+        while True:
+            await asyncio.sleep(2)
+            await _in_thread(self.engine.expire_sessions)
+
+    def authenticate(self, headers: dict[str, str], pairs: list[tuple[str, str]]) -> User:
+        """The user the request's credentials name, or AUTHENTICATION_FAILED."""
+        given = credentials(headers, dict(pairs))
+        clickhouse = self.settings.clickhouse
+        if not given.given and self.settings.anonymous_readonly:
+            return User(clickhouse.readonly_username, True)
+        users = (
+            (clickhouse.username, clickhouse.password.get_secret_value(), False),
+            (clickhouse.readonly_username, clickhouse.readonly_password.get_secret_value(), True),
+        )
+        for name, password, readonly in users:
+            if given.user == name and hmac.compare_digest(
+                given.password.encode(), password.encode()
+            ):
+                return User(name, readonly)
+        raise ClickHouseError.of(
+            516,
+            f"{given.user}: Authentication failed: password is incorrect, "
+            "or there is no user with such name",
+        )
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        headers = {
+            key.decode("latin-1").lower(): value.decode("latin-1")
+            for key, value in scope["headers"]
+        }
+        pairs = parse_qsl(scope["query_string"].decode(), keep_blank_values=True)
+        reader = BodyReader(receive)
+        if path in {"/ping", "/replicas_status"} or (
+            path == "/" and method in {"GET", "HEAD"} and not any(k == "query" for k, _ in pairs)
+        ):
+            await reader.drain()
+            await _respond(send, 200, [(b"content-type", b"text/html; charset=UTF-8")], b"Ok.\n")
+            return
+        query_id = dict(pairs).get("query_id") or headers.get("x-clickhouse-query-id")
+        query_id = query_id or str(uuid.uuid4())
+        base_headers = [
+            (b"x-clickhouse-query-id", query_id.encode()),
+            (b"x-clickhouse-server-display-name", SERVER_NAME.encode()),
+            (b"x-clickhouse-timezone", self.engine.timezone.encode()),
+        ]
+        if path != "/":
+            await reader.drain()
+            missing = f"There is no handle {path}\n\nUse / or /ping for health checks.\n"
+            await _respond(
+                send, 404, [(b"content-type", b"text/plain; charset=UTF-8")], missing.encode()
+            )
+            return
+        try:
+            params = query_params(pairs, headers)
+            user = self.authenticate(headers, pairs)
+            if params.native_compression:
+                raise ClickHouseError.of(
+                    48,
+                    "compress=1/decompress=1 (ClickHouse native block compression) is not "
+                    "supported by this server; use HTTP Content-Encoding (lz4, zstd, gzip)",
+                )
+            decoder = body_decoder(headers.get("content-encoding", ""))
+            # ClickHouse runs GET queries read-only; sessions keep their user's rights.
+            readonly = user.readonly or (method == "GET" and params.session_id is None)
+            lease: Lease = await _in_thread(
+                self.engine.lease,
+                user.name,
+                readonly,
+                params.session_id,
+                params.session_timeout or self.settings.session_timeout_seconds,
+                params.session_check,
+            )
+            try:
+                await _in_thread(lease.prepare, params.database, params.settings)
+                outcome, fmt = await self._execute(lease, params, reader, decoder)
+            finally:
+                await _in_thread(lease.release)
+        except ClickHouseError as error:
+            await reader.drain()
+            log.info(
+                "query failed",
+                extra={"query_id": query_id, "code": error.code, "status": error.status},
+            )
+            await _respond(
+                send,
+                error.status,
+                [
+                    *base_headers,
+                    (b"content-type", b"text/plain; charset=UTF-8"),
+                    (b"x-clickhouse-exception-code", str(error.code).encode()),
+                ],
+                error.body(self.engine.version),
+            )
+            return
+        body = outcome.body
+        response_headers = [
+            *base_headers,
+            (b"content-type", content_type(fmt).encode()),
+            (b"x-clickhouse-format", fmt.encode()),
+            (b"x-clickhouse-summary", json.dumps(outcome.summary()).encode()),
+        ]
+        encoding = None
+        if params.enable_http_compression and body:
+            encoding = response_encoding(headers.get("accept-encoding", ""), RESPONSE_ENCODINGS)
+        if encoding is not None:
+            body = await _in_thread(encode, body, encoding)
+            response_headers.append((b"content-encoding", encoding.encode()))
+        await _respond(send, 200, response_headers, body)
+
+    async def _execute(
+        self, lease: Lease, params: QueryParams, reader: BodyReader, decoder: BodyDecoder
+    ) -> tuple[QueryOutcome, str]:
+        # As in ClickHouse, the body continues the query parameter (a newline between them).
+        head = bytearray((params.query + "\n").encode() if params.query else b"")
+        while len(head) < HEAD_BYTES and not reader.done:
+            head += decoder.feed(await reader.read())
+        insert = insert_head(bytes(head[:HEAD_BYTES]))
+        if insert is not None:
+            inserter = await _in_thread(lease.start_insert, insert.statement, insert.format)
+            try:
+                pending = bytearray(head[insert.data_offset :])
+                del head
+                while not reader.done:
+                    pending += decoder.feed(await reader.read())
+                    if len(pending) >= APPEND_BYTES:
+                        await _in_thread(lease.append, inserter, bytes(pending))
+                        pending.clear()
+                decoder.finish()
+                if pending:
+                    await _in_thread(lease.append, inserter, bytes(pending))
+                outcome: QueryOutcome = await _in_thread(lease.finish, inserter)
+            except BaseException:
+                await _in_thread(lease.cancel, inserter)
+                raise
+            return outcome, insert.format
+        while not reader.done:
+            head += decoder.feed(await reader.read())
+            if len(head) > MAX_QUERY_BYTES:
+                raise ClickHouseError.of(229, f"Query is too large ({len(head)} bytes)")
+        decoder.finish()
+        try:
+            sql = head.decode()
+        except UnicodeDecodeError as exc:
+            raise ClickHouseError.of(36, f"Query is not valid UTF-8: {exc}") from None
+        if not sql.strip():
+            raise ClickHouseError.of(62, "Empty query")
+        fmt = output_format(sql, params.default_format)
+        outcome = await _in_thread(lease.query, sql, params.default_format, params.bind)
+        return outcome, fmt
+
+
+async def _respond(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    settings: WarehouseSettings,
+    engine: Engine | None = None,
+    on_start: Callable[[Engine], None] | None = None,
+) -> WarehouseApp:
+    """The composition root: the engine on ``settings.data_dir`` behind the HTTP interface."""
+    return WarehouseApp(settings, engine, on_start)
