@@ -1,0 +1,1 @@
+"""I/O adapters of the attributor: Kafka in, ClickHouse out."""
