@@ -170,7 +170,7 @@ def _primary_email(entries: Any) -> str | None:
     if not isinstance(entries, list):
         return None
     values = [e for e in entries if isinstance(e, dict) and e.get("value")]
-    primary = [e for e in values if e.get("primary") in {True, "true"}]
+    primary = [e for e in values if e.get("primary") is True or e.get("primary") == "true"]
     chosen = primary or values
     return str(chosen[0]["value"]) if chosen else None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.common.errors import AuthenticationError, ConfigurationError
 from services.common.leads import lead_id_for_email
@@ -413,3 +416,81 @@ def test_stage_map_overrides_pipelines_custom_stages_and_bad_config(tmp_path: Pa
 )
 def test_timestamps(value: Any, expected: datetime) -> None:
     assert timestamp(value, "t") == expected
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+KEYS = st.sampled_from(
+    [
+        "subscriptionType",
+        "propertyName",
+        "propertyValue",
+        "objectId",
+        "objectTypeId",
+        "portalId",
+        "eventId",
+        "occurredAt",
+        "properties",
+        "dealstage",
+        "hs_object_id",
+        "meta",
+        "data",
+        "previous",
+        "action",
+        "entity",
+        "version",
+        "id",
+        "stage_id",
+        "status",
+        "person_id",
+        "OrganizationId",
+        "Opportunity",
+        "event_id",
+        "stage",
+        "amount",
+    ]
+)
+DOCUMENTS = st.recursive(
+    JSON,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(KEYS, children, max_size=6),
+    max_leaves=25,
+)
+
+
+def _parse_all(body: bytes) -> None:
+    for adapter, media in [
+        (GenericAdapter("s", TOL), "application/json"),
+        (HubSpotAdapter("s", frozenset({"v3"}), TOL), "application/json"),
+        (PipedriveAdapter("u", "p"), "application/json"),
+        (salesforce(), "application/json"),
+        (salesforce(), "text/xml"),
+    ]:
+        try:
+            delivery = adapter.parse(request(body, media))
+        except PayloadError:
+            continue
+        for change in delivery.changes:
+            with contextlib.suppress(PayloadError):
+                record(adapter.crm, complete(change, DealDetails(email="a@b.example")))
+
+
+@given(DOCUMENTS)
+@settings(max_examples=300, deadline=None)
+def test_any_json_is_parsed_or_refused_with_a_payload_error(document: Any) -> None:
+    _parse_all(json.dumps(document).encode())
+
+
+def test_objects_where_strings_belong_are_payload_errors_not_crashes() -> None:
+    # Found by schemathesis: a JSON object in subscriptionType reached a set lookup.
+    hubspot = [{"subscriptionType": {}, "propertyName": {}, "objectTypeId": []}]
+    delivery = HubSpotAdapter("s", frozenset({"v3"}), TOL).parse(
+        request(json.dumps(hubspot).encode())
+    )
+    assert delivery.ignored == 1
+    pipedrive = {"meta": {"action": {}, "entity": "deal", "version": "2.0"}, "data": {}}
+    assert PipedriveAdapter("u", "p").parse(request(json.dumps(pipedrive).encode())).ignored == 1

@@ -128,14 +128,15 @@ def _event_key(event: Mapping[str, Any]) -> str | None:
 
 
 def _subscription_change(index: int, event: Mapping[str, Any]) -> DealChange | None:
-    subscription = event.get("subscriptionType")
+    # Values are compared only as strings: a JSON object there must not reach a set lookup.
+    subscription = _string(event.get("subscriptionType"))
     is_deal = subscription in {"deal.creation", "deal.propertyChange"} or (
         subscription in {"object.creation", "object.propertyChange"}
-        and str(event.get("objectTypeId")) == DEAL_OBJECT_TYPE_ID
+        and _string(event.get("objectTypeId")) == DEAL_OBJECT_TYPE_ID
     )
     if not is_deal:
         return None
-    property_name = event.get("propertyName")
+    property_name = _string(event.get("propertyName"))
     is_change = str(subscription).endswith("propertyChange")
     if is_change and property_name not in TRACKED_PROPERTIES:
         return None
@@ -205,3 +206,7 @@ def _parse_workflow(body: Mapping[str, Any]) -> Delivery:
         exc.delivery_id = delivery_id
         raise
     return Delivery(changes=(change,), delivery_id=delivery_id)
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -58,14 +58,15 @@ class PipedriveAdapter:
     def _change(self, meta: Mapping[str, Any], body: Mapping[str, Any]) -> DealChange | None:
         if str(meta.get("version", "")).split(".")[0] != "2":
             raise PayloadError("meta.version", "only Pipedrive webhooks v2 are supported")
-        if meta.get("entity") != "deal" or meta.get("action") not in {"create", "change"}:
+        action = meta.get("action")
+        if meta.get("entity") != "deal" or action not in ("create", "change"):
             return None
         data = body.get("data")
         if not isinstance(data, dict):
             raise PayloadError("data", "must be an object", "missing_field")
         previous = body.get("previous")
         changed = set(previous) if isinstance(previous, dict) else set()
-        if meta.get("action") == "change" and changed and not changed & TRACKED_FIELDS:
+        if action == "change" and changed and not changed & TRACKED_FIELDS:
             return None
         deal_id = required_text(data.get("id"), "data.id")
         status = text(data.get("status"), "data.status", required=False)
@@ -80,7 +81,7 @@ class PipedriveAdapter:
             index=0,
             event_id=f"pipedrive:{event}",
             deal_id=deal_id,
-            occurred_at=_occurred_at(meta, data, changed, status, meta.get("action") == "create"),
+            occurred_at=_occurred_at(meta, data, changed, status, action == "create"),
             crm_stage=required_text(data.get("stage_id"), "data.stage_id"),
             pipeline=text(data.get("pipeline_id"), "data.pipeline_id", required=False),
             lookup_id=text(person, "data.person_id", required=False),
