@@ -178,6 +178,7 @@ class WarehouseApp:
                 send, 404, [(b"content-type", b"text/plain; charset=UTF-8")], missing.encode()
             )
             return
+        user: User | None = None
         try:
             params = query_params(pairs, headers)
             user = self.authenticate(headers, pairs)
@@ -205,6 +206,11 @@ class WarehouseApp:
                 await _in_thread(lease.release)
         except ClickHouseError as error:
             await reader.drain()
+            if user is not None:
+                # chDB runs every query as its own user "default"; name the HTTP user instead.
+                error.message = error.message.replace(
+                    "DB::Exception: default: ", f"DB::Exception: {user.name}: ", 1
+                )
             log.info(
                 "query failed",
                 extra={"query_id": query_id, "code": error.code, "status": error.status},
