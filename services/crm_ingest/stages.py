@@ -24,6 +24,14 @@ DEFAULT_STAGE_MAP: dict[str, dict[str, str]] = {
         "contractsent": "negotiation",
         "closedwon": "closed_won",
         "closedlost": "closed_lost",
+        # The same stages by label, as CSV exports write them.
+        "appointment scheduled": "sql",
+        "qualified to buy": "opportunity",
+        "presentation scheduled": "proposal",
+        "decision maker bought-in": "negotiation",
+        "contract sent": "negotiation",
+        "closed won": "closed_won",
+        "closed lost": "closed_lost",
     },
     # Salesforce's standard Opportunity StageName picklist.
     "salesforce": {
@@ -46,6 +54,12 @@ DEFAULT_STAGE_MAP: dict[str, dict[str, str]] = {
         "3": "opportunity",
         "4": "proposal",
         "5": "negotiation",
+        # The same stages by name, as CSV exports write them.
+        "qualified": "sql",
+        "contact made": "opportunity",
+        "demo scheduled": "opportunity",
+        "proposal made": "proposal",
+        "negotiations started": "negotiation",
     },
     "generic": {},
 }
