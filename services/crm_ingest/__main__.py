@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import uvicorn
 
@@ -15,6 +18,21 @@ from services.crm_ingest.app import create_app
 from services.crm_ingest.settings import get_settings
 
 log = logging.getLogger("services.crm_ingest")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but a SIGTERM/SIGINT stop exits 0 instead of re-raising the signal."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # uvicorn turns SIGTERM/SIGINT into a graceful shutdown: in-flight requests finish,
     # then the lifespan flushes and closes the producer.
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -52,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         timeout_graceful_shutdown=15,
     )
+    _Server(config).run()
+    log.info("crm_ingest stopped")
     return 0
 
 

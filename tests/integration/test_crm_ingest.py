@@ -469,3 +469,31 @@ def test_wrong_lookup_token_is_503_not_a_lost_event(
         )
     assert response.status_code == 503
     assert "wrong" not in response.text
+
+
+def test_runs_as_a_process_and_stops_gracefully(
+    kafka_settings: KafkaSettings, tmp_path: Path, service_processes: Any
+) -> None:
+    from tests.fixtures.processes import http_ok
+
+    port = free_port()
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
+        "CRM_INGEST_PORT": str(port),
+        "CRM_INGEST_DEDUPE_PATH": str(tmp_path / "dedupe.sqlite3"),
+        "CRM_INGEST_GENERIC_SECRET": "process-secret",
+    }
+    process = service_processes("services.crm_ingest", env).start(
+        http_ok(f"http://127.0.0.1:{port}/healthz")
+    )
+    body = (SAMPLES / "generic.json").read_bytes()
+    response = post(
+        f"http://127.0.0.1:{port}/v1/webhooks/generic",
+        body,
+        generic_headers(body, secret="process-secret"),
+    )
+    assert response.status_code == 200, process.tail()
+    assert process.stop() == 0, process.tail()
+    assert "process-secret" not in process.tail(1000)
+    assert len(read_topic(kafka_settings, "crm.deal_stages", 1)) == 1
