@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -86,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             "data_dir": str(settings.data_dir),
         },
     )
+    # uvicorn re-raises the stop signal after its graceful shutdown; with these no-op handlers
+    # restored by then, a clean stop exits 0 instead of dying of the signal.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
     try:
         server.run()
     except ClickHouseError as exc:
