@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
 from services.collector.settings import get_settings
 from services.common.logging import configure_logging
+
+
+def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; exiting 0 then says "clean stop".
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
     uvicorn.run(
         "services.collector.app:app_from_environment",
         factory=True,
@@ -38,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         timeout_graceful_shutdown=20,
         server_header=False,
+        proxy_headers=False,  # X-Forwarded-For is read by the app, only when trusted
     )
     return 0
 
