@@ -201,7 +201,7 @@ class Worker:
 
 def build_worker(settings: AttributorSettings) -> Worker:
     """Compose the worker from settings: real Kafka consumers, ClickHouse sink and state store."""
-    client = connect(settings.clickhouse)
+    client = connect(settings.clickhouse, migrate=True)
     client_id = f"attributor-{os.getpid()}"
     store = StateStore(client)
     processor = Processor(

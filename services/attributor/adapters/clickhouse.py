@@ -9,7 +9,6 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
@@ -24,8 +23,10 @@ from services.attributor.journeys import (
     Touch,
     channel_name,
 )
+from services.common.clickhouse import get_client
 from services.common.errors import UnavailableError
 from services.common.settings import ClickHouseSettings
+from services.warehouse.migrations import MigrationError, apply_migrations
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +61,22 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def connect(settings: ClickHouseSettings, readonly: bool = False) -> Client:
-    """A clickhouse-connect client on the configured database (raises UnavailableError)."""
-    username = settings.readonly_username if readonly else settings.username
-    password = settings.readonly_password if readonly else settings.password
+def connect(settings: ClickHouseSettings, migrate: bool = False) -> Client:
+    """A writer client on the configured database; ``migrate`` applies schemas/clickhouse first.
+
+    Raises UnavailableError when ClickHouse does not answer.
+    """
     try:
-        return clickhouse_connect.get_client(
-            host=settings.host,
-            port=settings.port,
-            username=username,
-            password=password.get_secret_value(),
-            database=settings.database,
-            secure=settings.secure,
-            compress=False,
-        )
-    except (ClickHouseError, OSError) as exc:
+        if migrate:
+            bootstrap = get_client(settings, database="")
+            try:
+                apply_migrations(bootstrap, settings.database)
+            finally:
+                bootstrap.close()
+        return get_client(settings)
+    except (ClickHouseError, OSError, MigrationError) as exc:
         raise UnavailableError(
-            f"ClickHouse at {settings.host}:{settings.port} unreachable: {exc}"
+            f"ClickHouse at {settings.host}:{settings.port} not usable: {exc}"
         ) from exc
 
 
