@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.settings import IdentitySettings, KafkaSettings
+from services.common.settings import LOCAL_DIR, IdentitySettings, KafkaSettings
+from services.stitcher.identity import DAY_MS, StitchConfig
 
 
 class StitcherSettings(BaseSettings):
@@ -19,8 +22,84 @@ class StitcherSettings(BaseSettings):
         default="closedloop-stitcher", description="faust app id / consumer group."
     )
     log_level: str = Field(default="INFO", description="Log level.")
+    session_timeout_minutes: int = Field(
+        default=30, ge=1, description="Inactivity after which the next hit opens a new session."
+    )
+    lookback_days: int = Field(
+        default=90,
+        ge=1,
+        description="Retroactive stitching window before an identification; also how long "
+        "anonymous history is kept and how late a hit may arrive.",
+    )
+    max_leads_per_anonymous_id: int = Field(
+        default=5,
+        ge=1,
+        description="An anonymous ID linked to more leads than this is shared and no longer stitched.",
+    )
+    max_hits_per_anonymous_id: int = Field(
+        default=500,
+        ge=10,
+        description="Cap on hits kept per anonymous ID (after compaction); the oldest whole "
+        "sessions are evicted beyond it.",
+    )
+    max_identifications_per_anonymous_id: int = Field(
+        default=100, ge=10, description="Cap on identifications kept per anonymous ID."
+    )
+    own_domains: str = Field(
+        default="",
+        description="Comma-separated domains of the tracked sites (and their subdomains): "
+        "internal, never referrals.",
+    )
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
+        default="exactly_once",
+        description="exactly_once uses Kafka transactions (outputs, state changelog and offsets "
+        "commit together); at_least_once may re-emit after a crash, with identical IDs.",
+    )
+    store: str = Field(
+        default="memory://",
+        description="faust table store: memory:// (state rebuilt from the changelog at start) "
+        "or rocksdb:// (local RocksDB through rocksdict, faster restarts).",
+    )
+    data_dir: Path = Field(
+        default=LOCAL_DIR / "stitcher", description="faust data directory (RocksDB tables)."
+    )
+    commit_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often offsets (and transactions) are committed."
+    )
+    group_session_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Consumer group session timeout: how long a crashed worker holds its "
+        "partitions before the group moves them (the broker bounds it, 6 s minimum by default).",
+    )
+    group_heartbeat_seconds: float = Field(
+        default=3.0, gt=0, description="Consumer group heartbeat interval."
+    )
+    group_rebalance_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="How long a rebalance waits for every member to rejoin."
+    )
+    standby_replicas: int = Field(
+        default=1,
+        ge=0,
+        description="Standby copies of each table partition kept warm on other workers, "
+        "so a failover does not wait for a full changelog replay.",
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+
+    def stitch_config(self) -> StitchConfig:
+        """The pure core's configuration."""
+        return StitchConfig(
+            session_timeout_ms=self.session_timeout_minutes * 60 * 1000,
+            lookback_ms=self.lookback_days * DAY_MS,
+            max_leads_per_anonymous_id=self.max_leads_per_anonymous_id,
+            max_hits_per_anonymous_id=self.max_hits_per_anonymous_id,
+            max_identifications_per_anonymous_id=self.max_identifications_per_anonymous_id,
+        )
+
+    def own_domain_list(self) -> list[str]:
+        """``own_domains`` split on commas, blanks dropped."""
+        return [d.strip() for d in self.own_domains.split(",") if d.strip()]
 
 
 @cache
