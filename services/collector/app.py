@@ -163,6 +163,7 @@ def create_app(settings: CollectorSettings, publisher: Publisher | None = None) 
         on_spooled=spool_changed,
         on_replayed=replayed,
         on_publish_seconds=metrics.publish_latency.observe,
+        headroom=settings.max_event_bytes,
     )
     pipeline = Pipeline(settings=settings, sink=sink, metrics=metrics)
 

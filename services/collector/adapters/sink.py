@@ -37,7 +37,9 @@ class SpoolingSink:
         on_spooled: Callable[[int], None] = lambda _count: None,
         on_replayed: Callable[[int], None] = lambda _count: None,
         on_publish_seconds: Callable[[float], None] = lambda _seconds: None,
+        headroom: int = 32 * 1024,
     ) -> None:
+        self._headroom = headroom
         self._publisher_factory = publisher_factory
         self._publisher: Publisher | None = None
         self._root = spool_root
@@ -112,7 +114,7 @@ class SpoolingSink:
         return Health(
             broker_reachable=not self._broker_down,
             spool_bytes=spool.pending_bytes if spool else 0,
-            spool_has_room=spool.has_room if spool else False,
+            spool_has_room=spool.has_room(self._headroom) if spool else False,
         )
 
     async def _replay_forever(self) -> None:

@@ -147,9 +147,10 @@ class Spool:
         """Bytes written and not yet committed by replay."""
         return sum(self._segments.values()) - self._cursor.offset
 
-    @property
-    def has_room(self) -> bool:
-        return self.pending_bytes < self.max_bytes
+    def has_room(self, headroom: int = 0) -> bool:
+        """True when ``headroom`` more bytes fit (an empty spool always has room)."""
+        pending = self.pending_bytes
+        return pending == 0 or pending + headroom <= self.max_bytes
 
     def _roll(self) -> None:
         assert self._fd is not None
