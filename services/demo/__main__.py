@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=100, help="events per collector request (max 500)"
     )
     parser.add_argument(
+        "--attempts",
+        type=int,
+        default=8,
+        help="tries per request on 429/5xx or connection errors before giving up (default 8)",
+    )
+    parser.add_argument(
         "--crms",
         default="generic,hubspot",
         help=f"comma-separated CRMs the deals come from, of {','.join(CRMS[:2])} "
@@ -152,7 +158,11 @@ def _run(args: argparse.Namespace) -> int:
         hubspot_secret=base.hubspot_secret,
     )
     player = Player(
-        endpoints, rate=args.rate, concurrency=args.concurrency, batch_size=args.batch_size
+        endpoints,
+        rate=args.rate,
+        concurrency=args.concurrency,
+        batch_size=args.batch_size,
+        attempts=max(1, args.attempts),
     )
     total = counts["beacons"] + counts["stage_changes"]
     with tqdm(

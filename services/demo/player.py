@@ -59,6 +59,7 @@ class PlayStats:
     statuses: Counter[int] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    aborted: bool = False  # a request failed for good: the rest was not sent
 
     @property
     def ok(self) -> bool:
@@ -191,6 +192,8 @@ class Player:
         started = time.monotonic()
         with ThreadPoolExecutor(self.concurrency) as pool:
             for beacons, changes in iter_slices(simulation):
+                if self.stats.aborted:
+                    break
                 # A slice's beacons go first, then its deal changes; slices go in time order.
                 futures = [
                     pool.submit(self._send_beacons, batch, progress)
@@ -252,6 +255,8 @@ class Player:
         self, build: Callable[[], tuple[str, bytes, dict[str, str]]]
     ) -> httpx.Response | None:
         """POST with retries on 429/5xx and connection errors; None (and a problem) on failure."""
+        if self.stats.aborted:
+            return None
         delay = 0.2
         problem = ""
         for attempt in range(self.attempts):
@@ -279,7 +284,10 @@ class Player:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
         with self._lock:
+            # Later items would fail the same way (and the truth would no longer match what
+            # the stack holds), so stop instead of hammering it.
             self.stats.problems.append(problem)
+            self.stats.aborted = True
         return None
 
 
