@@ -37,6 +37,12 @@ class AttributorSettings(BaseSettings):
         description="Refit the data-driven (Markov) model from ClickHouse this often; 0 = never "
         "(data-driven credits fall back to linear).",
     )
+    session_timeout_ms: int = Field(
+        default=45000,
+        ge=1000,
+        description="Kafka session.timeout.ms: how long a crashed worker's partitions wait "
+        "before another worker (or its restart) takes them.",
+    )
     exit_after_flushes: int = Field(
         default=0,
         ge=0,

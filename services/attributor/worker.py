@@ -207,6 +207,8 @@ def build_worker(settings: AttributorSettings) -> Worker:
     processor = Processor(
         ClickHouseSink(client), settings.model_settings(), VersionClock(), JourneyBook()
     )
-    lead_input = LeadInput(settings.kafka, settings.consumer_group, client_id)
+    lead_input = LeadInput(
+        settings.kafka, settings.consumer_group, client_id, settings.session_timeout_ms
+    )
     identity = IdentityReader(settings.kafka, client_id)
     return Worker(settings, lead_input, identity, processor, store)

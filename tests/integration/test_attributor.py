@@ -190,6 +190,8 @@ def start_attributor(
             "ATTRIBUTOR_CONSUMER_GROUP": group_id,
             "ATTRIBUTOR_BATCH_MAX_SECONDS": "0.3",
             "ATTRIBUTOR_MARKOV_REFRESH_SECONDS": "0",
+            # The broker's minimum: a restart after a crash waits this long for the partitions.
+            "ATTRIBUTOR_SESSION_TIMEOUT_MS": "6000",
             "ATTRIBUTOR_LOG_LEVEL": "INFO",
             **extra,
         }

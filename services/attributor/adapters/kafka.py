@@ -102,11 +102,19 @@ class LeadInput:
     by lead_id needs. Offsets are stored only by ``commit()``, after the sink flushed.
     """
 
-    def __init__(self, settings: KafkaSettings, group_id: str, client_id: str) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group_id: str,
+        client_id: str,
+        session_timeout_ms: int = 45000,
+    ) -> None:
         config = {
             **consumer_config(settings, group_id, client_id),
             "partition.assignment.strategy": "range",
             "enable.auto.commit": False,
+            "session.timeout.ms": session_timeout_ms,
+            "heartbeat.interval.ms": max(session_timeout_ms // 5, 500),
         }
         self._consumer = Consumer(config)
         self._touchpoints = settings.topic(TOUCHPOINTS_STITCHED.name)
