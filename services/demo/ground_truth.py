@@ -29,6 +29,7 @@ from services.demo.simulator import GroundTruth, TruthDeal, TruthTouchpoint
 # attributor fitted them; the other eight are functions of the journey alone.
 EXACT_MODELS: tuple[Model, ...] = tuple(m for m in Model if m is not Model.DATA_DRIVEN)
 LEAD_CREATED = "lead_created"
+ZERO_AMOUNT = Decimal("0.00")
 STITCH_LOOKBACK = timedelta(days=90)
 
 _K = TypeVar("_K")
@@ -128,15 +129,32 @@ def leads(truth: GroundTruth, identity: IdentitySettings) -> dict[str, Lead]:
 
 
 def _opportunity_created(deal: TruthDeal) -> datetime | None:
-    entered = [s.occurred_at for s in deal.stages if s.stage == "opportunity"]
+    """When the deal first reached the opportunity stage or later (a loss does not count)."""
+    entered = [
+        s.occurred_at
+        for s in deal.stages
+        if CANONICAL_STAGE_ORDER[s.stage] >= CANONICAL_STAGE_ORDER["opportunity"]
+        and s.stage != "closed_lost"
+    ]
     return min(entered) if entered else None
 
 
-def conversions(truth: GroundTruth, identity: IdentitySettings) -> list[ExpectedConversion]:
-    """Lead creations and deal stage changes, each with the milestones W-shaped and full path use.
+def _latest_amount(deal: TruthDeal) -> Decimal | None:
+    """The deal's latest known amount: the last stage change that carried one."""
+    amounts = [s.amount for s in sorted(deal.stages, key=lambda s: s.occurred_at) if s.amount]
+    return amounts[-1] if amounts else None
 
-    The opportunity milestone is known to a conversion only once it has happened (a
-    stage change before the opportunity has none).
+
+def conversions(truth: GroundTruth, identity: IdentitySettings) -> list[ExpectedConversion]:
+    """Lead creations and deal stage changes, by the conversion rules of the attributor README.
+
+    - Lead creation: at the lead's first identification, without amount.
+    - Each stage a deal reached is a conversion at the first time it reached it, valued at
+      the deal's *latest* amount (an amount change re-values every stage; no amount is 0).
+    - Every conversion of a deal knows the lead's creation time and the deal's
+      opportunity creation (first stage at or past ``opportunity`` that is not a loss),
+      also for stages reached before the opportunity: credits describe the journey as it
+      is known now, like the amount.
     """
     by_lead = leads(truth, identity)
     found = [
@@ -146,20 +164,22 @@ def conversions(truth: GroundTruth, identity: IdentitySettings) -> list[Expected
     ]  # fmt: skip
     for deal in truth.deals:
         lead_id = lead_id_for_email(deal.email, identity)
+        amount = _latest_amount(deal)
         opportunity_at = _opportunity_created(deal)
-        for stage in deal.stages:
+        first_reached: dict[str, datetime] = {}
+        for stage in sorted(deal.stages, key=lambda s: s.occurred_at):
+            first_reached.setdefault(stage.stage, stage.occurred_at)
+        for stage_name, reached_at in first_reached.items():
             found.append(
                 ExpectedConversion(
                     lead_id=lead_id,
-                    kind=stage.stage,
-                    occurred_at=stage.occurred_at,
+                    kind=stage_name,
+                    occurred_at=reached_at,
                     deal_id=deal.deal_id,
-                    amount=stage.amount,
-                    currency=deal.currency if stage.amount is not None else None,
+                    amount=amount if amount is not None else ZERO_AMOUNT,
+                    currency=deal.currency,
                     lead_created_at=by_lead[lead_id].created_at,
-                    opportunity_created_at=opportunity_at
-                    if opportunity_at is not None and opportunity_at <= stage.occurred_at
-                    else None,
+                    opportunity_created_at=opportunity_at,
                 )
             )
     return found
@@ -214,9 +234,9 @@ class ExpectedReports:
     revenue_by_channel: Mapping[Model, Mapping[str, Decimal]]
     # model -> (channel symbol, campaign) -> closed-won revenue
     revenue_by_campaign: Mapping[Model, Mapping[tuple[str, str | None], Decimal]]
-    # model -> (stage, channel symbol) -> amount credited when deals entered the stage
+    # model -> (stage, channel symbol) -> latest deal amounts credited for reaching the stage
     pipeline_by_stage_channel: Mapping[Model, Mapping[tuple[str, str], Decimal]]
-    # stage -> deals that entered it and their amounts then (attributed or not)
+    # stage -> deals that reached it and their latest amounts (attributed or not)
     pipeline_by_stage: Mapping[str, StageTotal]
     # stage -> deals currently in it and their current amounts
     current_pipeline: Mapping[str, StageTotal]
@@ -271,19 +291,20 @@ def expected_reports(
     rows = expected_credits(truth, identity, settings, models)
     lead_rows = [r for r in rows if r.conversion.kind == LEAD_CREATED]
     won_rows = [r for r in rows if r.conversion.kind == "closed_won"]
-    stage_rows = [r for r in rows if r.conversion.kind != LEAD_CREATED and r.amount is not None]
+    stage_rows = [r for r in rows if r.conversion.kind != LEAD_CREATED]
     entered: dict[str, StageTotal] = {}
     current: dict[str, StageTotal] = {}
     won = Decimal("0.00")
     for deal in truth.deals:
-        for stage in deal.stages:
-            total = entered.get(stage.stage, StageTotal())
-            entered[stage.stage] = StageTotal(total.deals + 1, total.amount + (stage.amount or 0))
-        last = deal.stages[-1]
+        amount = _latest_amount(deal) or ZERO_AMOUNT
+        for stage_name in {s.stage for s in deal.stages}:
+            total = entered.get(stage_name, StageTotal())
+            entered[stage_name] = StageTotal(total.deals + 1, total.amount + amount)
+        last = max(deal.stages, key=lambda s: s.occurred_at)
         total = current.get(last.stage, StageTotal())
-        current[last.stage] = StageTotal(total.deals + 1, total.amount + (last.amount or 0))
-        if last.stage == "closed_won" and last.amount is not None:
-            won += last.amount
+        current[last.stage] = StageTotal(total.deals + 1, total.amount + amount)
+        if last.stage == "closed_won":
+            won += amount
     attributed_won = {r.conversion.deal_id for r in won_rows}
     unattributed = sum(
         (

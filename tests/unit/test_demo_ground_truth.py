@@ -13,6 +13,7 @@ from services.common.leads import lead_id_for_email
 from services.common.settings import IdentitySettings
 from services.demo.ground_truth import (
     LEAD_CREATED,
+    StageTotal,
     conversions,
     expected_credits,
     expected_reports,
@@ -175,23 +176,55 @@ def test_revenue_splits_to_the_cent_under_first_touch_and_linear() -> None:
     assert "PAID_SEARCH" in format_report(reports, Model.FIRST_TOUCH)
 
 
-def test_the_opportunity_milestone_exists_only_from_the_opportunity_on() -> None:
+def test_stage_conversions_use_the_deals_latest_amount_and_opportunity_time() -> None:
     truth = _truth(
         [_touch("t1", "a", -1, "DIRECT")],
         [_ident("a", 0, "x@example.com")],
         [
             TruthDeal(
                 "D1", 1, "x@example.com", "generic", "default", "EUR",
-                (_stage("sql", 1), _stage("opportunity", 2, "500.00"), _stage("proposal", 3, "500.00")),
+                (
+                    _stage("sql", 1),
+                    _stage("opportunity", 2, "500.00"),
+                    _stage("proposal", 3, "650.00"),
+                    _stage("closed_lost", 4, "650.00"),
+                ),
             )
         ],
     )  # fmt: skip
     by_kind = {c.kind: c for c in conversions(truth, IDENTITY)}
     assert by_kind[LEAD_CREATED].lead_created_at == T0
-    assert by_kind["sql"].opportunity_created_at is None
-    assert by_kind["opportunity"].opportunity_created_at == T0 + timedelta(days=2)
-    assert by_kind["proposal"].opportunity_created_at == T0 + timedelta(days=2)
-    assert by_kind["proposal"].lead_created_at == T0
+    assert by_kind[LEAD_CREATED].amount is None
+    opportunity_at = T0 + timedelta(days=2)
+    for kind in ("sql", "opportunity", "proposal", "closed_lost"):
+        assert by_kind[kind].opportunity_created_at == opportunity_at, kind
+        assert by_kind[kind].amount == Decimal("650.00"), kind
+        assert by_kind[kind].lead_created_at == T0
+    assert by_kind["sql"].occurred_at == T0 + timedelta(days=1)
+    reports = expected_reports(truth, IDENTITY)
+    assert reports.pipeline_by_stage["sql"] == StageTotal(1, Decimal("650.00"))
+    assert reports.current_pipeline == {"closed_lost": StageTotal(1, Decimal("650.00"))}
+
+
+def test_a_loss_before_the_opportunity_has_no_opportunity_and_zero_amount() -> None:
+    truth = _truth(
+        [_touch("t1", "a", -1, "DIRECT")],
+        [_ident("a", 0, "x@example.com")],
+        [
+            TruthDeal(
+                "D1",
+                1,
+                "x@example.com",
+                "generic",
+                "default",
+                "EUR",
+                (_stage("mql", 1), _stage("closed_lost", 2)),
+            )
+        ],
+    )
+    by_kind = {c.kind: c for c in conversions(truth, IDENTITY)}
+    assert by_kind["closed_lost"].opportunity_created_at is None
+    assert by_kind["closed_lost"].amount == Decimal("0.00")
 
 
 def test_a_deal_without_web_history_is_unattributed() -> None:
