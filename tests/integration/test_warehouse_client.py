@@ -256,3 +256,18 @@ def test_read_only_user_reads_but_cannot_write_or_lift_readonly(
         assert caught.value.code == 164, str(caught.value)  # type: ignore[attr-defined]
         assert "readonly" in str(caught.value)
     assert writer.command("SELECT count() FROM ro_target") == 1
+
+
+def test_insert_deduplication_token_makes_a_retried_insert_count_once(
+    clickhouse_settings: ClickHouseSettings,
+) -> None:
+    client = get_client(clickhouse_settings)
+    client.command(
+        "CREATE TABLE dedup (id UInt32, v String) ENGINE = MergeTree ORDER BY id "
+        "SETTINGS non_replicated_deduplication_window = 100"
+    )
+    rows = [[i, f"v{i}"] for i in range(100)]
+    for _ in range(3):
+        client.insert("dedup", rows, settings={"insert_deduplication_token": "batch-1"})
+    client.insert("dedup", rows, settings={"insert_deduplication_token": "batch-2"})
+    assert client.command("SELECT count() FROM dedup") == 200

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import subprocess
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -82,6 +84,7 @@ def test_get_select_format_json_like_a_real_server(base: str) -> None:
     summary = json.loads(answer.headers["x-clickhouse-summary"])
     assert summary["read_rows"] == "1"
     assert answer.headers["x-clickhouse-query-id"]
+    assert answer.headers["x-clickhouse-timezone"]
 
 
 @pytest.mark.parametrize(
@@ -283,3 +286,40 @@ def test_errors_like_clickhouse(
     )
     count = curl(*reader, f"{base}/?query=" + quote(f"SELECT count() FROM {table}"))
     assert count.body == "2\n"
+
+
+def test_session_is_locked_while_busy_and_expires_after_its_timeout(
+    base: str, reader: list[str]
+) -> None:
+    session = f"session_id=s-{uuid.uuid4()}"
+    slow = subprocess.Popen(
+        ["curl", "-sS", *reader, f"{base}/?{session}&query=" + quote("SELECT sleep(2)")],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        locked = None
+        while time.monotonic() < deadline and slow.poll() is None:
+            answer = curl(*reader, f"{base}/?{session}&query=SELECT+1")
+            if answer.status != 200:
+                locked = answer
+                break
+            time.sleep(0.05)
+        assert locked is not None, "the session was never seen busy"
+        _assert_error(locked, 500, 373, "locked by a concurrent client")
+    finally:
+        slow.wait(30)
+    short = f"session_id=s-{uuid.uuid4()}&session_timeout=1"
+    created = curl(
+        *reader, f"{base}/?{short}", "--data-binary", "CREATE TEMPORARY TABLE t (x UInt8)"
+    )
+    assert created.status == 200, created.body
+    assert curl(*reader, f"{base}/?{short}&session_check=1&query=SELECT+1").status == 200
+    # Each check uses the session again, so wait longer than its timeout between checks.
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        time.sleep(4)
+        gone = curl(*reader, f"{base}/?{short}&session_check=1&query=SELECT+1")
+        if gone.status != 200:
+            break
+    _assert_error(gone, 500, 372, "not found")
