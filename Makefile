@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint format docs bench clean
+.PHONY: setup browser run test lint format docs bench clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing closedloop with its dev dependencies"
@@ -20,6 +20,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 	@$(PY) -m services.broker fetch
+
+# The tracker's browser test drives Debian's headless Chromium; install it once if missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "==> installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 run: setup
 	@echo "==> starting the local pipeline (Ctrl-C stops everything)"
@@ -37,8 +44,17 @@ format: setup
 docs: setup
 	$(PY) -m services.common.settings_doc --write README.md
 
-test: lint
+test: lint browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# `make bench` runs every benchmark (minutes each); `make bench BENCHES=collector` runs one.
+BENCHES ?= warehouse collector stitcher attributor pipeline
+bench: setup
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
+	@for name in $(BENCHES); do echo "==> bench.bench_$$name"; $(PY) -m bench.bench_$$name || exit 1; done
+	@echo "==> results in bench/RESULTS.md"
 
 clean:
 	rm -rf $(VENV) .local
