@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -109,6 +109,10 @@ class LeadState:
     deal_events: dict[str, dict[str, StageEvent]] = field(default_factory=dict)
     # The creation time the last written attribution used (from the leads table on restore).
     attributed_created_at: datetime | None = None
+    # What the next attribution must recompute: everything (the journey or creation time
+    # changed) or only some deals (their stage events arrived).
+    journey_dirty: bool = False
+    dirty_deals: set[str] = field(default_factory=set)
 
     def add_touch(self, touch: Touch) -> bool:
         """Keep ``touch`` unless a copy from a later offset is already here; True when kept."""
@@ -286,7 +290,7 @@ class Attribution:
 
     credits: tuple[CreditFact, ...]
     runs: tuple[RunFact, ...]
-    lead: LeadFact
+    lead: LeadFact | None  # None when only some deals were recomputed
     deals: tuple[DealFact, ...]
 
 
@@ -296,8 +300,12 @@ def attribute_lead(
     settings: ModelSettings,
     version: int,
     computed_at: datetime,
+    only_deals: Collection[str] | None = None,
 ) -> Attribution:
     """Credits of every conversion of the lead (its creation, every stage every deal reached) under every model.
+
+    With ``only_deals`` just those deals are recomputed (nothing else they depend on
+    changed): the lead's creation and its other deals keep their current runs.
 
     Each deal stage is a conversion at the first time the deal reached it, credited with
     the deal's latest amount (so an amount change re-values every stage); lead creation
@@ -356,8 +364,9 @@ def attribute_lead(
                 )
         return rows
 
+    everything = only_deals is None
     lead_rows: list[CreditFact] = []
-    if created_at is not None:
+    if everything and created_at is not None:
         lead_rows = conversion_rows(
             NO_DEAL,
             LEAD_CREATED,
@@ -368,9 +377,14 @@ def attribute_lead(
             "",
         )
     credit_rows += lead_rows
-    runs.append(RunFact(state.lead_id, NO_DEAL, version, computed_at, len(journey), len(lead_rows)))
+    if everything:
+        runs.append(
+            RunFact(state.lead_id, NO_DEAL, version, computed_at, len(journey), len(lead_rows))
+        )
 
     for deal_id in sorted(state.deal_events):
+        if only_deals is not None and deal_id not in only_deals:
+            continue
         deal = Deal.of(state.deal_events[deal_id].values())
         deal_rows: list[CreditFact] = []
         for stage, stage_order, reached_at in deal.reached:
@@ -407,6 +421,8 @@ def attribute_lead(
             )
         )
 
+    if not everything:
+        return Attribution(tuple(credit_rows), tuple(runs), None, tuple(deal_facts))
     lead_touch: Touch | None = None
     if created_at is not None:
         eligible = eligible_touches(touches, Conversion(occurred_at=created_at), settings.lookback)
@@ -453,13 +469,17 @@ class JourneyBook:
         return state
 
     def add_touch(self, touch: Touch) -> None:
-        """Apply a touchpoint (or its retraction) and mark the lead dirty."""
-        self.lead(touch.lead_id, touch.partition).add_touch(touch)
+        """Apply a touchpoint (or its retraction) and mark the whole lead dirty."""
+        state = self.lead(touch.lead_id, touch.partition)
+        state.add_touch(touch)
+        state.journey_dirty = True
         self.dirty.add(touch.lead_id)
 
     def add_stage_event(self, event: StageEvent) -> None:
-        """Apply a deal-stage event and mark the lead dirty (a redelivery recomputes harmlessly)."""
-        self.lead(event.lead_id, event.partition).add_stage_event(event)
+        """Apply a deal-stage event and mark its deal dirty (a redelivery recomputes harmlessly)."""
+        state = self.lead(event.lead_id, event.partition)
+        state.add_stage_event(event)
+        state.dirty_deals.add(event.deal_id)
         self.dirty.add(event.lead_id)
 
     def add_link(self, link: IdentityLinkFact) -> bool:
@@ -472,6 +492,7 @@ class JourneyBook:
         self.created_at[link.lead_id] = link.valid_from
         state = self.leads.get(link.lead_id)
         if state is not None and state.attributed_created_at != link.valid_from:
+            state.journey_dirty = True
             self.dirty.add(link.lead_id)
         return True
 
@@ -489,6 +510,7 @@ class JourneyBook:
         """Mark dirty every lead whose creation time differs from the one last attributed."""
         for lead_id, state in self.leads.items():
             if self.created_at.get(lead_id) != state.attributed_created_at:
+                state.journey_dirty = True
                 self.dirty.add(lead_id)
         return set(self.dirty)
 
@@ -509,8 +531,14 @@ class JourneyBook:
             if state is None:
                 continue
             created = self.created_at.get(lead_id)
-            results.append(attribute_lead(state, created, settings, next_version(), computed_at))
-            state.attributed_created_at = created
+            only = None if state.journey_dirty else set(state.dirty_deals)
+            results.append(
+                attribute_lead(state, created, settings, next_version(), computed_at, only)
+            )
+            if only is None:
+                state.attributed_created_at = created
+            state.journey_dirty = False
+            state.dirty_deals.clear()
         self.dirty.clear()
         return results
 

@@ -16,8 +16,11 @@ from services.attributor.journeys import (
     LEAD_CREATED,
     Attribution,
     Deal,
+    DealFact,
     IdentityLinkFact,
     JourneyBook,
+    LeadFact,
+    RunFact,
     StageEvent,
     Touch,
     channel_name,
@@ -104,7 +107,24 @@ def processor() -> tuple[Processor, ListSink]:
 
 
 def latest(sink: ListSink) -> Attribution:
-    return sink.attributions[-1]
+    """What the views show after everything flushed: each subject's newest run and its credits."""
+    runs: dict[tuple[str, str], RunFact] = {}
+    deals: dict[str, DealFact] = {}
+    lead: LeadFact | None = None
+    for attribution in sink.attributions:
+        for run in attribution.runs:
+            runs[(run.lead_id, run.deal_id)] = run
+        for deal in attribution.deals:
+            deals[deal.deal_id] = deal
+        lead = attribution.lead or lead
+    current = {(r.lead_id, r.deal_id, r.computed_version) for r in runs.values()}
+    credits = [
+        c
+        for attribution in sink.attributions
+        for c in attribution.credits
+        if (c.lead_id, c.deal_id, c.computed_version) in current
+    ]
+    return Attribution(tuple(credits), tuple(runs.values()), lead, tuple(deals.values()))
 
 
 def credits_by(attr: Attribution, deal: str, stage_name: str, model: str) -> dict[str, Decimal]:
@@ -401,3 +421,26 @@ def test_version_clock_is_strictly_increasing_even_when_time_goes_back() -> None
 )
 def test_channel_names(symbol: str, name: str) -> None:
     assert channel_name(symbol) == name
+
+
+def test_a_stage_event_recomputes_only_its_deal() -> None:
+    proc, sink = processor()
+    proc.handle_links([link(LEAD, 1)])
+    proc.handle(
+        [
+            touch("t1", 0, offset=1),
+            stage("e1", "proposal", 50, 3, deal="deal-1"),
+            stage("e2", "proposal", 50, 3, deal="deal-2"),
+        ]
+    )
+    proc.flush()
+    proc.handle([stage("e3", "closed_won", 70, 5, deal="deal-2", won=True)])
+    proc.flush()
+    second = sink.attributions[-1]
+    assert [r.deal_id for r in second.runs] == ["deal-2"]
+    assert second.lead is None and [d.deal_id for d in second.deals] == ["deal-2"]
+    assert {c.deal_id for c in second.credits} == {"deal-2"}
+    # A touch changes every conversion of the lead again.
+    proc.handle([touch("t2", 2, "EMAIL", offset=2)])
+    proc.flush()
+    assert {r.deal_id for r in sink.attributions[-1].runs} == {"", "deal-1", "deal-2"}

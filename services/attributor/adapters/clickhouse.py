@@ -157,7 +157,8 @@ class ClickHouseSink:
         self._rows["attribution_credits"].extend(_fact_row(c) for c in attribution.credits)
         self._rows["attribution_runs"].extend(_fact_row(r) for r in attribution.runs)
         self._rows["deals"].extend(_fact_row(d) for d in attribution.deals)
-        self._rows["leads"].append(_fact_row(attribution.lead))
+        if attribution.lead is not None:
+            self._rows["leads"].append(_fact_row(attribution.lead))
 
     def flush(self) -> int:
         """Insert every buffered row; returns how many. Raises UnavailableError and keeps the rows."""
