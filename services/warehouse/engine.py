@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from chdb import state
 from services.warehouse.protocol import ClickHouseError, quote_identifier, settings_statement
 
 log = logging.getLogger("services.warehouse.engine")
+
+LEADING_KEYWORD = re.compile(r"^(?:\s+|--[^\n]*\n|/\*.*?\*/)*([A-Za-z]+)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,11 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
     database: str | None = None
+    # The request settings (URL parameters) left applied on the connection, the session's own
+    # values they replaced, and their values as the engine reports them once applied.
+    overlay: dict[str, str] = field(default_factory=dict)
+    saved: dict[str, str] = field(default_factory=dict)
+    applied: dict[str, str] = field(default_factory=dict)
 
     def expired(self, now: float) -> bool:
         return not self.lock.locked() and now - self.last_used > self.timeout
@@ -69,38 +77,80 @@ class Lease:
     def __init__(self, connection: Any, session: Session | None) -> None:
         self.connection = connection
         self.session = session
-        self._restore: str | None = None
+
+    def _run(self, sql: str) -> None:
+        self.connection.query(sql, "TabSeparated")
+
+    def _values(self, names: Iterable[str]) -> dict[str, str]:
+        listed = ", ".join("'" + name + "'" for name in names)
+        answer = self.connection.query(
+            f"SELECT name, value FROM system.settings WHERE name IN ({listed})", "TabSeparatedRaw"
+        )
+        values: dict[str, str] = {}
+        for line in answer.bytes().decode().splitlines():
+            name, _, value = line.partition("\t")
+            values[name] = value
+        return values
 
     def prepare(self, database: str | None, settings: Mapping[str, str]) -> None:
-        """Select the database and apply the request's settings (for this request only)."""
+        """Select the database and apply the request's settings (for this request only).
+
+        In a session the settings stay applied while the next requests bring the same ones
+        (clickhouse-connect sends the same on every call), and are undone when they change.
+        """
+        session = self.session
         try:
-            if database and (self.session is None or self.session.database != database):
-                self.connection.query(f"USE {quote_identifier(database)}", "TabSeparated")
-                if self.session is not None:
-                    self.session.database = database
-            if not settings:
+            if database and (session is None or session.database != database):
+                self._run(f"USE {quote_identifier(database)}")
+                if session is not None:
+                    session.database = database
+            if session is None:
+                if settings:
+                    self._run(settings_statement(settings))
                 return
-            if self.session is not None:
-                names = ", ".join("'" + name + "'" for name in settings)
-                snapshot = self.connection.query(
-                    f"SELECT name, value FROM system.settings WHERE name IN ({names})",
-                    "TabSeparatedRaw",
-                )
-                previous = dict(
-                    line.split("\t", 1) for line in snapshot.bytes().decode().splitlines() if line
-                )
-                if previous:
-                    self._restore = settings_statement(previous)
-            self.connection.query(settings_statement(settings), "TabSeparated")
+            if dict(settings) == session.overlay:
+                return
+            self._drop_overlay(session)
+            if settings:
+                session.saved = self._values(settings)
+                self._run(settings_statement(settings))
+                session.overlay = dict(settings)
+                session.applied = self._values(settings)
         except ClickHouseError:
             raise
         except Exception as exc:  # noqa: BLE001 - chDB raises bare RuntimeError/ChdbError
             raise _engine_error(exc) from None
 
+    def _drop_overlay(self, session: Session) -> None:
+        saved = session.saved
+        session.overlay, session.saved, session.applied = {}, {}, {}
+        if saved:
+            self._run(settings_statement(saved))
+
+    def _after_statement(self, sql: str) -> None:
+        """Keep the session's bookkeeping true after the user's own SET or USE."""
+        session = self.session
+        if session is None:
+            return
+        kind = LEADING_KEYWORD.match(sql)
+        keyword = kind.group(1).upper() if kind else ""
+        if keyword == "USE":
+            session.database = None
+        elif keyword == "SET" and session.overlay:
+            # A setting the user SET is the session's own value now: never restore it.
+            current = self._values(session.applied)
+            for name, value in session.applied.items():
+                if current.get(name) != value:
+                    session.saved.pop(name, None)
+            self._drop_overlay(session)
+
     def query(self, sql: str, fmt: str, bind: Mapping[str, str]) -> QueryOutcome:
         """Run one statement and return its whole answer."""
         try:
-            result = self.connection.query(sql, fmt, params=dict(bind) if bind else None)
+            try:
+                result = self.connection.query(sql, fmt, params=dict(bind) if bind else None)
+            finally:
+                self._after_statement(sql)
         except Exception as exc:  # noqa: BLE001 - chDB raises bare RuntimeError/ChdbError
             raise _engine_error(exc) from None
         if result is None:
@@ -150,18 +200,13 @@ class Lease:
             inserter.cancel()
 
     def release(self) -> None:
-        """Undo per-request settings on a session, or close a one-request connection."""
+        """Give a session back, or close a one-request connection."""
         if self.session is None:
             with contextlib.suppress(Exception):
                 self.connection.close()
             return
-        try:
-            if self._restore:
-                with contextlib.suppress(Exception):
-                    self.connection.query(self._restore, "TabSeparated")
-        finally:
-            self.session.last_used = time.monotonic()
-            self.session.lock.release()
+        self.session.last_used = time.monotonic()
+        self.session.lock.release()
 
 
 class Engine:

@@ -271,3 +271,27 @@ def test_insert_deduplication_token_makes_a_retried_insert_count_once(
         client.insert("dedup", rows, settings={"insert_deduplication_token": "batch-1"})
     client.insert("dedup", rows, settings={"insert_deduplication_token": "batch-2"})
     assert client.command("SELECT count() FROM dedup") == 200
+
+
+def test_session_settings_url_overlay_and_own_set_stay_apart(
+    clickhouse_settings: ClickHouseSettings,
+) -> None:
+    client = get_client(clickhouse_settings, session_id=f"s-{uuid.uuid4()}")
+
+    def threads(**settings: object) -> object:
+        return client.command("SELECT getSetting('max_threads')", settings=settings or None)
+
+    base = threads()
+    assert threads(max_threads=3) == 3
+    assert threads() == base
+    assert threads(max_threads=3) == 3
+    client.command("SET max_threads = 2", settings={"max_threads": 3})
+    assert threads() == 2
+    assert threads(max_threads=5) == 5
+    assert threads() == 2
+    client.command("SET max_block_size = 1234")
+    assert threads(max_threads=4) == 4
+    assert client.command("SELECT getSetting('max_block_size')") == 1234
+    assert threads() == 2
+    client.command("USE system")
+    assert client.command("SELECT currentDatabase()") == clickhouse_settings.database
