@@ -23,6 +23,7 @@ from services.attributor.models import (
 )
 from services.common.leads import lead_id_for_email
 from services.common.settings import IdentitySettings
+from services.demo.reference_models import reference_credits, reference_split
 from services.demo.simulator import GroundTruth, TruthDeal, TruthTouchpoint
 
 # Every model but data_driven, whose Markov weights depend on when and over what the
@@ -190,8 +191,18 @@ def expected_credits(
     identity: IdentitySettings,
     settings: ModelSettings = ModelSettings(),
     models: Sequence[Model] = EXACT_MODELS,
+    *,
+    engine: str = "reference",
 ) -> list[CreditRow]:
-    """Every conversion's credit per touchpoint per model, with the amount split to the cent."""
+    """Every conversion's credit per touchpoint per model, with the amount split to the cent.
+
+    ``engine="reference"`` (the default) computes credits with services.demo.reference_models,
+    written independently from the model definitions, so a bug in the attributor's models
+    shows up as a difference; ``engine="attributor"`` uses services.attributor.models (the
+    unit tests check that both agree).
+    """
+    if engine not in ("reference", "attributor"):
+        raise ValueError(f"engine must be 'reference' or 'attributor', got {engine!r}")
     by_lead = leads(truth, identity)
     rows: list[CreditRow] = []
     for conversion in conversions(truth, identity):
@@ -201,14 +212,23 @@ def expected_credits(
         moment = Conversion(
             conversion.occurred_at, conversion.lead_created_at, conversion.opportunity_created_at
         )
-        per_model = all_credits(journey, moment, settings)
+        split: Callable[[Decimal, Mapping[str, Decimal]], dict[str, Decimal]]
+        if engine == "attributor":
+            per_model = all_credits(journey, moment, settings)
+            split = split_amount
+        else:
+            per_model = {
+                model: reference_credits(
+                    model, journey, moment, settings.lookback, settings.half_life
+                )
+                for model in models
+            }
+            split = reference_split
         for model in models:
             credit = per_model[model]
             if not credit:
                 continue
-            amounts = (
-                split_amount(conversion.amount, credit) if conversion.amount is not None else {}
-            )
+            amounts = split(conversion.amount, credit) if conversion.amount is not None else {}
             for touch_id, share in credit.items():
                 rows.append(
                     CreditRow(conversion, model, by_id[touch_id], share, amounts.get(touch_id))
@@ -286,9 +306,11 @@ def expected_reports(
     identity: IdentitySettings,
     settings: ModelSettings = ModelSettings(),
     models: Sequence[Model] = EXACT_MODELS,
+    *,
+    engine: str = "reference",
 ) -> ExpectedReports:
-    """The reports computed from ``truth`` with services.attributor.models doing the arithmetic."""
-    rows = expected_credits(truth, identity, settings, models)
+    """The reports computed from ``truth`` alone (see ``expected_credits`` for ``engine``)."""
+    rows = expected_credits(truth, identity, settings, models, engine=engine)
     lead_rows = [r for r in rows if r.conversion.kind == LEAD_CREATED]
     won_rows = [r for r in rows if r.conversion.kind == "closed_won"]
     stage_rows = [r for r in rows if r.conversion.kind != LEAD_CREATED]

@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from services.attributor.models import Model
+from services.attributor.models import Conversion, JourneyTouch, Model
 from services.common.leads import lead_id_for_email
 from services.common.settings import IdentitySettings
 from services.demo.ground_truth import (
     LEAD_CREATED,
+    CreditRow,
     StageTotal,
     conversions,
     expected_credits,
@@ -22,6 +23,7 @@ from services.demo.ground_truth import (
     load,
     stitched_leads,
 )
+from services.demo.reference_models import reference_credits, reference_split
 from services.demo.simulator import (
     GroundTruth,
     SimulationConfig,
@@ -281,3 +283,48 @@ def test_credits_sum_to_one_and_amounts_to_the_deal_for_a_whole_simulation(tmp_p
     assert all(
         v == v.to_integral_value() for v in reports.leads_by_channel[Model.FIRST_TOUCH].values()
     )
+
+
+def _key(row: CreditRow) -> tuple[object, ...]:
+    c = row.conversion
+    return (c.lead_id, c.deal_id, c.kind, row.model, row.touchpoint.touchpoint_id)
+
+
+def test_the_reference_models_agree_with_the_attributors_on_a_whole_simulation() -> None:
+    simulation = simulate(
+        SimulationConfig(end=datetime(2026, 11, 20, tzinfo=UTC), seed=21, visitors=2500)
+    )
+    reference = expected_credits(simulation.truth, IDENTITY)
+    attributor = expected_credits(simulation.truth, IDENTITY, engine="attributor")
+    assert len(reference) > 5000
+    assert {_key(r): (r.credit, r.amount) for r in reference} == {
+        _key(r): (r.credit, r.amount) for r in attributor
+    }
+
+
+def test_reference_models_by_hand() -> None:
+    day = timedelta(days=1)
+    touches = [
+        JourneyTouch("a", T0, "PAID_SEARCH"),
+        JourneyTouch("b", T0 + 7 * day, "DIRECT"),
+        JourneyTouch("c", T0 + 14 * day, "DIRECT"),
+    ]
+    conversion = Conversion(T0 + 14 * day, lead_created_at=T0 + 8 * day)
+    assert reference_credits(Model.LAST_NON_DIRECT, touches, conversion) == {"a": Decimal(1)}
+    assert reference_credits(Model.TIME_DECAY, touches, conversion) == {
+        "a": Decimal("0.142857142857"),
+        "b": Decimal("0.285714285714"),
+        "c": Decimal("0.571428571429"),
+    }
+    # W-shaped: first a .3, lead-creation touch b .3, no opportunity, c .1: sum .7
+    assert reference_credits(Model.W_SHAPED, touches, conversion) == {
+        "a": Decimal("0.428571428572"),
+        "b": Decimal("0.428571428571"),
+        "c": Decimal("0.142857142857"),
+    }
+    linear = reference_credits(Model.LINEAR, touches, conversion)
+    assert reference_split(Decimal("100.00"), linear) == {
+        "a": Decimal("33.34"),
+        "b": Decimal("33.33"),
+        "c": Decimal("33.33"),
+    }
