@@ -26,12 +26,12 @@ _OPPORTUNITY_ORDER = CANONICAL_STAGE_ORDER["opportunity"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+_CHANNEL_NAMES = {channel.name: channel.value for channel in Channel}
+
+
 def channel_name(symbol: str) -> str:
     """The display name of a Channel Avro symbol (``PAID_SEARCH`` -> ``Paid Search``); unknown -> Other."""
-    try:
-        return Channel.from_symbol(symbol).value
-    except KeyError:
-        return Channel.OTHER.value
+    return _CHANNEL_NAMES.get(symbol, Channel.OTHER.value)
 
 
 @dataclass(frozen=True)

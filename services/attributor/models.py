@@ -311,7 +311,13 @@ def _largest_remainder(weights: Sequence[Fraction], total_units: int) -> list[in
     over a common denominator: exact like Fractions, an order of magnitude faster.
     """
     common = math.lcm(*(w.denominator for w in weights))
-    scaled = [w.numerator * (common // w.denominator) for w in weights]
+    return _largest_remainder_scaled(
+        [w.numerator * (common // w.denominator) for w in weights], total_units
+    )
+
+
+def _largest_remainder_scaled(scaled: Sequence[int], total_units: int) -> list[int]:
+    """``_largest_remainder`` over integer weights (the same split for proportional weights)."""
     weight_sum = sum(scaled)
     parts: list[int] = []
     remainders: list[int] = []  # numerators over the shared denominator weight_sum
@@ -321,7 +327,7 @@ def _largest_remainder(weights: Sequence[Fraction], total_units: int) -> list[in
         remainders.append(remainder)
     left = total_units - sum(parts)
     if left:
-        ranked = sorted(range(len(weights)), key=lambda i: (-remainders[i], i))
+        ranked = sorted(range(len(scaled)), key=lambda i: (-remainders[i], i))
         for i in ranked[:left]:
             parts[i] += 1
     return parts
@@ -354,7 +360,13 @@ def split_amount(
     sign = -1 if units_exact < 0 else 1
     # Canonical order decides the ties: larger credit first, then the key.
     keys = sorted(credits, key=lambda k: (-credits[k], k))
-    parts = _largest_remainder([Fraction(credits[k]) for k in keys], abs(units_exact.numerator))
+    if all(_exponent(credits[k]) >= -CREDIT_PLACES for k in keys):
+        # Credits from the models have at most CREDIT_PLACES places: integer weights split
+        # exactly like their Fractions, without building any.
+        scaled = [int(credits[k].scaleb(CREDIT_PLACES)) for k in keys]
+        parts = _largest_remainder_scaled(scaled, abs(units_exact.numerator))
+    else:
+        parts = _largest_remainder([Fraction(credits[k]) for k in keys], abs(units_exact.numerator))
     exponent = quantum.normalize().as_tuple().exponent
     places = exponent if isinstance(exponent, int) else 0
     return {
@@ -444,6 +456,11 @@ def _to_decimal(value: Fraction, places: int) -> Decimal:
     """``value`` rounded half-even to ``places`` decimal places."""
     scaled = value * 10**places
     return Decimal(round(scaled)).scaleb(-places)
+
+
+def _exponent(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    return exponent if isinstance(exponent, int) else -(10**9)
 
 
 def _microseconds(delta: timedelta) -> int:
