@@ -15,6 +15,7 @@ import pytest
 
 from schemas.topics import CRM_DEAL_STAGES, IDENTITY_LINKS, TOUCHPOINTS_STITCHED
 from services.attributor import ad_spend, reports
+from services.attributor.adapters.clickhouse import StateStore
 from services.common.avro import AvroCodec
 from services.common.clickhouse import get_client
 from services.common.kafka import KafkaPublisher
@@ -402,9 +403,17 @@ def test_three_leads_give_the_expected_rows_in_every_report(
     csv_out = capsys.readouterr().out.splitlines()
     assert csv_out[0] == "channel,currency,spend,revenue,deals_won,roas,roi"
     assert csv_out[1].startswith("Paid Search,EUR,3000.00,12000.00,")
-    assert reports.main(["journey", "alice", "--writer"]) == 0
+    assert reports.main(["journey", "alice"]) == 0  # the read-only BI user
     table = capsys.readouterr().out
     assert "lead_created" in table and "closed_won" in table and "/pricing" in table
+
+    # The data-driven model's input: every lead's channel path, converted = a won deal.
+    paths = sorted((tuple(p), c) for p, c in StateStore(clickhouse).channel_paths())
+    assert paths == [
+        (("DIRECT",), False),
+        (("ORGANIC_SEARCH", "PAID_SOCIAL"), False),
+        (("PAID_SEARCH", "EMAIL"), True),
+    ]
 
 
 def test_late_touchpoint_amount_change_and_lost_deal_replace_the_credits(
