@@ -16,15 +16,24 @@ from urllib.parse import parse_qsl
 import anyio
 import anyio.to_thread
 
-from services.warehouse.compression import RESPONSE_ENCODINGS, BodyDecoder, body_decoder, encode
+from services.warehouse.compression import (
+    RESPONSE_ENCODINGS,
+    BodyDecoder,
+    StreamEncoder,
+    body_decoder,
+    encode,
+)
 from services.warehouse.engine import Engine, Lease, QueryOutcome
 from services.warehouse.protocol import (
     HEAD_BYTES,
+    READ_KEYWORDS,
+    STREAMABLE_FORMATS,
     ClickHouseError,
     QueryParams,
     content_type,
     credentials,
     insert_head,
+    leading_keyword,
     output_format,
     query_params,
     response_encoding,
@@ -71,6 +80,15 @@ class BodyReader:
         with contextlib.suppress(ClickHouseError):
             while not self.done:
                 await self.read()
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """A query answer being fetched block by block; ``first`` are the pieces already fetched."""
+
+    stream: Any
+    first: list[bytes]
+    format: str
 
 
 @dataclass(frozen=True)
@@ -201,7 +219,11 @@ class WarehouseApp:
             )
             try:
                 await _in_thread(lease.prepare, params.database, params.settings)
-                outcome, fmt = await self._execute(lease, params, reader, decoder)
+                result = await self._execute(lease, params, reader, decoder)
+                if isinstance(result, Streamed):
+                    await self._send_stream(send, lease, result, params, headers, base_headers)
+                    return
+                outcome, fmt = result
             finally:
                 await _in_thread(lease.release)
         except ClickHouseError as error:
@@ -243,7 +265,7 @@ class WarehouseApp:
 
     async def _execute(
         self, lease: Lease, params: QueryParams, reader: BodyReader, decoder: BodyDecoder
-    ) -> tuple[QueryOutcome, str]:
+    ) -> tuple[QueryOutcome, str] | Streamed:
         # As in ClickHouse, the body continues the query parameter (a newline between them).
         head = bytearray((params.query + "\n").encode() if params.query else b"")
         while len(head) < HEAD_BYTES and not reader.done:
@@ -279,8 +301,67 @@ class WarehouseApp:
         if not sql.strip():
             raise ClickHouseError.of(62, "Empty query")
         fmt = output_format(sql, params.default_format)
+        streamable = fmt.lower() in STREAMABLE_FORMATS and leading_keyword(sql) in READ_KEYWORDS
+        if streamable and not params.wait_end_of_query:
+            # Without wait_end_of_query ClickHouse streams the answer; so do we, block by block.
+            stream = await _in_thread(lease.open_stream, sql, params.default_format, params.bind)
+            try:
+                first = await _in_thread(lease.next_chunk, stream)
+                second = None if first is None else await _in_thread(lease.next_chunk, stream)
+            except BaseException:
+                await _in_thread(lease.close_stream, stream)
+                raise
+            if second is not None:
+                return Streamed(stream, [first or b"", second], fmt)
+            await _in_thread(lease.close_stream, stream)
+            return QueryOutcome(first or b""), fmt
         outcome = await _in_thread(lease.query, sql, params.default_format, params.bind)
         return outcome, fmt
+
+    async def _send_stream(
+        self,
+        send: Send,
+        lease: Lease,
+        streamed: Streamed,
+        params: QueryParams,
+        headers: dict[str, str],
+        base_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        encoding = None
+        if params.enable_http_compression:
+            encoding = response_encoding(headers.get("accept-encoding", ""), RESPONSE_ENCODINGS)
+        encoder = StreamEncoder(encoding) if encoding else None
+        response_headers = [
+            *base_headers,
+            (b"content-type", content_type(streamed.format).encode()),
+            (b"x-clickhouse-format", streamed.format.encode()),
+            (b"x-clickhouse-summary", json.dumps(QueryOutcome(b"").summary()).encode()),
+        ]
+        if encoding:
+            response_headers.append((b"content-encoding", encoding.encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": response_headers})
+
+        def encoded(data: bytes) -> bytes:
+            return encoder.compress(data) if encoder else data
+
+        def next_piece() -> bytes | None:
+            data = lease.next_chunk(streamed.stream)
+            return None if data is None else encoded(data)
+
+        try:
+            for data in streamed.first:
+                await send({"type": "http.response.body", "body": encoded(data), "more_body": True})
+            while (piece := await _in_thread(next_piece)) is not None:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        except ClickHouseError as error:
+            # Headers are gone: like ClickHouse, the exception text ends the body.
+            log.info("query failed while streaming", extra={"code": error.code})
+            tail = b"\n" + error.body(self.engine.version)
+            await send({"type": "http.response.body", "body": encoded(tail), "more_body": True})
+        finally:
+            await _in_thread(lease.close_stream, streamed.stream)
+        final = encoder.flush() if encoder else b""
+        await send({"type": "http.response.body", "body": final, "more_body": False})
 
 
 async def _respond(

@@ -137,3 +137,39 @@ def encode(data: bytes, encoding: str) -> bytes:
     if encoding == "deflate":
         return zlib.compress(data, 3)
     raise ValueError(encoding)
+
+
+class StreamEncoder:
+    """Compresses a response sent in pieces, as one frame (lz4, zstd) or stream (gzip, deflate)."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+        self._started = False
+        self._lz4: Any = None
+        self._other: Any = None
+        if encoding == "lz4":
+            self._lz4 = lz4.frame.LZ4FrameCompressor()
+        elif encoding == "zstd":
+            self._other = zstandard.ZstdCompressor(level=1).compressobj()
+        elif encoding == "gzip":
+            self._other = zlib.compressobj(3, zlib.DEFLATED, 31)
+        elif encoding == "deflate":
+            self._other = zlib.compressobj(3)
+        else:
+            raise ValueError(encoding)
+
+    def compress(self, data: bytes) -> bytes:
+        """The compressed bytes to send for ``data`` (may be empty while buffering)."""
+        if self._lz4 is not None:
+            head = b"" if self._started else bytes(self._lz4.begin())
+            self._started = True
+            return head + bytes(self._lz4.compress(data))
+        return bytes(self._other.compress(data))
+
+    def flush(self) -> bytes:
+        """The end of the frame or stream."""
+        if self._lz4 is not None:
+            head = b"" if self._started else bytes(self._lz4.begin())
+            self._started = True
+            return head + bytes(self._lz4.flush())
+        return bytes(self._other.flush())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -14,11 +13,14 @@ from typing import Any
 
 from chdb import state
 
-from services.warehouse.protocol import ClickHouseError, quote_identifier, settings_statement
+from services.warehouse.protocol import (
+    ClickHouseError,
+    leading_keyword,
+    quote_identifier,
+    settings_statement,
+)
 
 log = logging.getLogger("services.warehouse.engine")
-
-LEADING_KEYWORD = re.compile(r"^(?:\s+|--[^\n]*\n|/\*.*?\*/)*([A-Za-z]+)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,7 @@ class Lease:
         session = self.session
         if session is None:
             return
-        kind = LEADING_KEYWORD.match(sql)
-        keyword = kind.group(1).upper() if kind else ""
+        keyword = leading_keyword(sql)
         if keyword == "USE":
             session.database = None
         elif keyword == "SET" and session.overlay:
@@ -163,6 +164,36 @@ class Lease:
             written_bytes=int(getattr(result, "bytes_written", lambda: 0)()),
             elapsed_seconds=float(result.elapsed()),
         )
+
+    def open_stream(self, sql: str, fmt: str, bind: Mapping[str, str]) -> Any:
+        """Start a query whose answer is fetched block by block."""
+        try:
+            try:
+                return self.connection.send_query(sql, fmt, params=dict(bind) if bind else None)
+            finally:
+                self._after_statement(sql)
+        except Exception as exc:  # noqa: BLE001 - chDB raises bare RuntimeError/ChdbError
+            raise _engine_error(exc) from None
+
+    @staticmethod
+    def next_chunk(stream: Any) -> bytes | None:
+        """The next piece of a streamed answer, None at its end."""
+        try:
+            while True:
+                piece = stream.fetch()
+                if piece is None:
+                    return None
+                data: bytes = piece.bytes()
+                if data:
+                    return data
+        except Exception as exc:  # noqa: BLE001 - chDB raises bare RuntimeError/ChdbError
+            raise _engine_error(exc) from None
+
+    @staticmethod
+    def close_stream(stream: Any) -> None:
+        """Stop a streamed answer (cancels it when unfinished)."""
+        with contextlib.suppress(Exception):
+            stream.close()
 
     def start_insert(self, statement: str, fmt: str) -> Any:
         """Open a streaming insert of ``fmt``-encoded data."""

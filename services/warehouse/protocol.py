@@ -42,6 +42,21 @@ INSERT_HEAD = re.compile(
 )
 NOT_A_DATA_INSERT = re.compile(rb"\b(VALUES|SELECT|WITH)\b", re.IGNORECASE)
 HEAD_BYTES = 65536
+# Formats whose answer is a plain concatenation of per-block pieces, so it can be streamed.
+STREAMABLE_FORMATS = frozenset(
+    {
+        "native",
+        "tabseparated",
+        "tsv",
+        "tabseparatedraw",
+        "tsvraw",
+        "csv",
+        "rowbinary",
+        "jsoneachrow",
+        "jsoncompacteachrow",
+        "jsonstringseachrow",
+    }
+)
 
 # exceptionCodeToHTTPStatus of ClickHouse's HTTP server, by error code number.
 _STATUS_BY_CODE: dict[int, int] = {194: 401}
@@ -153,6 +168,7 @@ class QueryParams:
     session_check: bool = False
     enable_http_compression: bool = False
     native_compression: bool = False
+    wait_end_of_query: bool = False
     settings: dict[str, str] = field(default_factory=dict)
     bind: dict[str, str] = field(default_factory=dict)
 
@@ -199,6 +215,7 @@ def query_params(pairs: list[tuple[str, str]], headers: Mapping[str, str]) -> Qu
         session_check=_flag(params.get("session_check")),
         enable_http_compression=_flag(params.get("enable_http_compression")),
         native_compression=_flag(params.get("decompress")) or _flag(params.get("compress")),
+        wait_end_of_query=_flag(params.get("wait_end_of_query")),
         settings=settings,
         bind=bind,
     )
@@ -223,6 +240,16 @@ def insert_head(head: bytes) -> InsertHead | None:
     except UnicodeDecodeError:
         return None
     return InsertHead(statement, match.group(2).decode(), match.end())
+
+
+LEADING_KEYWORD = re.compile(r"^(?:\s+|--[^\n]*\n|/\*.*?\*/|\()*([A-Za-z]+)", re.DOTALL)
+READ_KEYWORDS = frozenset({"SELECT", "WITH", "SHOW", "DESC", "DESCRIBE", "EXPLAIN", "EXISTS"})
+
+
+def leading_keyword(sql: str) -> str:
+    """The statement's first keyword, upper-cased (comments and parentheses skipped)."""
+    match = LEADING_KEYWORD.match(sql)
+    return match.group(1).upper() if match else ""
 
 
 def output_format(sql: str, default_format: str) -> str:

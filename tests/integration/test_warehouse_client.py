@@ -9,7 +9,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from clickhouse_connect.driver.exceptions import DatabaseError
+from clickhouse_connect.driver.exceptions import DatabaseError, StreamFailureError
 from pydantic import SecretStr
 
 from services.common.clickhouse import get_async_client, get_client
@@ -295,3 +295,35 @@ def test_session_settings_url_overlay_and_own_set_stay_apart(
     assert threads() == 2
     client.command("USE system")
     assert client.command("SELECT currentDatabase()") == clickhouse_settings.database
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd", "gzip", False])
+def test_streamed_answers_arrive_whole_in_every_compression(
+    clickhouse_settings: ClickHouseSettings, compression: str | bool
+) -> None:
+    client = get_client(clickhouse_settings, compress=compression)
+    n = 1_500_000
+    total = count = 0
+    with client.query_column_block_stream(
+        "SELECT number, toString(number) AS s FROM numbers(%(n)s)", parameters={"n": n}
+    ) as stream:
+        for block in stream:
+            count += len(block[0])
+            total += sum(block[0])
+            assert block[1][-1] == str(block[0][-1])
+    assert (count, total) == (n, n * (n - 1) // 2)
+
+
+def test_error_in_the_middle_of_a_stream_is_raised(clickhouse_settings: ClickHouseSettings) -> None:
+    client = get_client(clickhouse_settings)
+    blocks = 0
+    with pytest.raises(StreamFailureError) as caught:
+        stream = client.query_row_block_stream(
+            "SELECT throwIf(number = 900000, 'boom in the middle') FROM numbers(2000000) "
+            "SETTINGS max_block_size = 10000"
+        )
+        with stream:
+            for _ in stream:
+                blocks += 1
+    assert blocks > 0, "the error came before any block: nothing was streamed"
+    assert "boom in the middle" in str(caught.value)

@@ -323,3 +323,46 @@ def test_session_is_locked_while_busy_and_expires_after_its_timeout(
         if gone.status != 200:
             break
     _assert_error(gone, 500, 372, "not found")
+
+
+def test_large_answers_stream_and_mid_stream_errors_end_the_body(
+    base: str, reader: list[str]
+) -> None:
+    big = curl(*reader, f"{base}/?query=" + quote("SELECT number FROM numbers(2000000) FORMAT CSV"))
+    assert big.status == 200
+    assert big.headers.get("transfer-encoding") == "chunked"
+    lines = big.body.splitlines()
+    assert len(lines) == 2_000_000
+    assert lines[-1] == "1999999"
+    waited = curl(
+        *reader,
+        f"{base}/?wait_end_of_query=1&query="
+        + quote("SELECT number FROM numbers(2000000) FORMAT CSV"),
+    )
+    assert "content-length" in waited.headers
+    assert waited.body == big.body
+    packed = curl(
+        *reader,
+        "--compressed",
+        f"{base}/?enable_http_compression=1&query="
+        + quote("SELECT number FROM numbers(2000000) FORMAT TSV"),
+    )
+    assert packed.headers["content-encoding"] in {"gzip", "deflate", "zstd"}
+    assert packed.body == big.body
+    broken = curl(
+        *reader,
+        f"{base}/?query="
+        + quote(
+            "SELECT throwIf(number = 900000, 'boom') FROM numbers(2000000) SETTINGS max_block_size = 10000 FORMAT CSV"
+        ),
+    )
+    assert broken.status == 200
+    assert "Code: 395. DB::Exception:" in broken.body.splitlines()[-1]
+    stopped = curl(
+        *reader,
+        f"{base}/?wait_end_of_query=1&query="
+        + quote(
+            "SELECT throwIf(number = 900000, 'boom') FROM numbers(2000000) SETTINGS max_block_size = 10000 FORMAT CSV"
+        ),
+    )
+    _assert_error(stopped, 500, 395, "boom")
