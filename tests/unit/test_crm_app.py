@@ -18,9 +18,10 @@ from services.common.avro import AvroCodec
 from services.common.errors import UnavailableError
 from services.common.kafka import Key
 from services.crm_ingest.app import create_app
+from services.crm_ingest.deals import DealDetails
 from services.crm_ingest.dedupe import DedupeStore
 from services.crm_ingest.settings import CrmIngestSettings
-from services.crm_ingest.signatures import closedloop_signature
+from services.crm_ingest.signatures import closedloop_signature, hubspot_signature_v3
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "crm"
 GENERIC = (SAMPLES / "generic.json").read_bytes()
@@ -306,3 +307,94 @@ def test_dedupe_store_window_and_signatures(tmp_path: Path) -> None:
     assert store.claim_signature("s", now + timedelta(minutes=20), now + timedelta(minutes=10))
     store.release_signature("s")
     assert store.claim_signature("s", now + timedelta(minutes=20), now + timedelta(minutes=10))
+
+
+class FakeHubSpotLookup:
+    """Answers every deal with the same contact and stage; counts calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def details(self, lookup_id: str) -> DealDetails:
+        self.calls.append(lookup_id)
+        return DealDetails(email="jane.buyer@example.com", crm_stage="qualifiedtobuy")
+
+    async def aclose(self) -> None:
+        return None
+
+
+class PartlyFailingPublisher(FakePublisher):
+    """Acknowledges every message except the deal event with ``failing_event``."""
+
+    def __init__(self, failing_event: str) -> None:
+        super().__init__()
+        self.failing_event = failing_event
+
+    async def publish_many(
+        self, messages: Sequence[tuple[str, Key, bytes]]
+    ) -> list[Exception | None]:
+        results: list[Exception | None] = []
+        for message in messages:
+            if DEALS.decode(message[2])["event_id"] == self.failing_event:
+                results.append(UnavailableError("not acknowledged"))
+            else:
+                self.messages.append(message)
+                results.append(None)
+        return results
+
+
+def _hubspot_headers(
+    body: bytes, public: str = "http://testserver", offset_ms: int = 0
+) -> dict[str, str]:
+    stamp = str(int(time.time() * 1000) - offset_ms)
+    url = f"{public}/v1/webhooks/hubspot"
+    return {
+        "Content-Type": "application/json",
+        "X-HubSpot-Request-Timestamp": stamp,
+        "X-HubSpot-Signature-v3": hubspot_signature_v3(
+            "dev-hubspot-secret", "POST", url, body, stamp
+        ),
+    }
+
+
+def test_a_partly_acknowledged_batch_is_503_and_the_retry_publishes_only_the_rest(
+    settings: CrmIngestSettings,
+) -> None:
+    events = json.loads((SAMPLES / "hubspot_subscription.json").read_text())
+    batch = [{**events[0], "eventId": n, "objectId": 100 + n} for n in (1, 2)]
+    body = json.dumps(batch).encode()
+    publisher = PartlyFailingPublisher("hubspot:62515:2")
+    lookup = FakeHubSpotLookup()
+    client = TestClient(create_app(settings, publisher, lookups={"hubspot": lookup}))
+    response = client.post("/v1/webhooks/hubspot", content=body, headers=_hubspot_headers(body))
+    assert response.status_code == 503
+    assert [r["event_id"] for r in publisher.on("crm.deal_stages")] == ["hubspot:62515:1"]
+    publisher.failing_event = ""
+    # A CRM retry carries a new timestamp, hence a new signature.
+    retry_headers = _hubspot_headers(body, offset_ms=1000)
+    retry = client.post("/v1/webhooks/hubspot", content=body, headers=retry_headers)
+    assert retry.status_code == 200
+    assert (retry.json()["accepted"], retry.json()["duplicates"]) == (1, 1)
+    assert [r["event_id"] for r in publisher.on("crm.deal_stages")] == [
+        "hubspot:62515:1",
+        "hubspot:62515:2",
+    ]
+    assert lookup.calls == ["101", "102", "101", "102"]
+    assert publisher.on("crm.deal_stages")[0]["stage"] == "proposal"  # the webhook's stage
+
+
+def test_hubspot_signature_over_the_public_url_behind_a_proxy(tmp_path: Path) -> None:
+    settings = CrmIngestSettings(
+        dedupe_path=tmp_path / "d.sqlite3", public_url="https://crm.example.com/"
+    )
+    client = TestClient(create_app(settings, FakePublisher(), lookups={}))
+    body = b"[]"
+    signed_public = _hubspot_headers(body, "https://crm.example.com")
+    signed_local = _hubspot_headers(body)
+    assert (
+        client.post("/v1/webhooks/hubspot", content=body, headers=signed_local).status_code == 401
+    )
+    # Authenticated (so the empty batch is a 400, not a 401).
+    assert (
+        client.post("/v1/webhooks/hubspot", content=body, headers=signed_public).status_code == 400
+    )
