@@ -40,6 +40,12 @@ from services.crm_ingest.stages import StageMap
 
 log = logging.getLogger("services.crm_ingest")
 
+# The setting that enables each CRM's e-mail lookup, named in 400 answers.
+LOOKUP_TOKENS = {
+    "hubspot": "CRM_INGEST_HUBSPOT_ACCESS_TOKEN",
+    "pipedrive": "CRM_INGEST_PIPEDRIVE_API_TOKEN",
+}
+
 
 class Publisher(Protocol):
     """What the app needs of services.common.kafka.KafkaPublisher."""
@@ -241,6 +247,12 @@ class Ingest:
         )
         if needs_lookup and lookup is not None and change.lookup_id:
             change = complete(change, await lookup.details(change.lookup_id))
+        elif not change.email and change.lookup_id and crm in LOOKUP_TOKENS:
+            raise PayloadError(
+                "email",
+                f"the payload has no contact e-mail; set {LOOKUP_TOKENS[crm]} to look it up",
+                "missing_email",
+            )
         record = deal_stage_changed(
             crm,
             change,

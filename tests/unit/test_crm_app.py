@@ -271,6 +271,7 @@ def test_pipedrive_basic_auth(client: TestClient) -> None:
     )
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "email"
+    assert "CRM_INGEST_PIPEDRIVE_API_TOKEN" in response.json()["error"]["problem"]
 
 
 def test_hubspot_batch_of_only_other_objects_is_200_ignored(
