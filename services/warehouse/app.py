@@ -273,19 +273,31 @@ class WarehouseApp:
         insert = insert_head(bytes(head[:HEAD_BYTES]))
         if insert is not None:
             inserter = await _in_thread(lease.start_insert, insert.statement, insert.format)
+            # One append runs in a worker thread while the next chunk is received and decoded.
+            appending: asyncio.Future[None] | None = None
             try:
                 pending = bytearray(head[insert.data_offset :])
                 del head
                 while not reader.done:
                     pending += decoder.feed(await reader.read())
                     if len(pending) >= APPEND_BYTES:
-                        await _in_thread(lease.append, inserter, bytes(pending))
+                        if appending is not None:
+                            await appending
+                        appending = asyncio.ensure_future(
+                            _in_thread(lease.append, inserter, bytes(pending))
+                        )
                         pending.clear()
                 decoder.finish()
+                if appending is not None:
+                    await appending
+                    appending = None
                 if pending:
                     await _in_thread(lease.append, inserter, bytes(pending))
                 outcome: QueryOutcome = await _in_thread(lease.finish, inserter)
             except BaseException:
+                if appending is not None:
+                    with contextlib.suppress(BaseException):
+                        await appending
                 await _in_thread(lease.cancel, inserter)
                 raise
             return outcome, insert.format

@@ -366,3 +366,18 @@ def test_large_answers_stream_and_mid_stream_errors_end_the_body(
         ),
     )
     _assert_error(stopped, 500, 395, "boom")
+
+
+def test_malformed_insert_data_is_refused_whole(
+    base: str, writer: list[str], reader: list[str], table: str
+) -> None:
+    bad = curl(
+        *writer,
+        f"{base}/",
+        "--data-binary",
+        f"INSERT INTO {table} FORMAT CSV\n7,Email\nnot-a-number,Direct\n",
+    )
+    assert bad.status == 400, bad.body
+    assert bad.body.startswith("Code: ")
+    assert int(bad.headers["x-clickhouse-exception-code"]) in {6, 27, 117}
+    assert curl(*reader, f"{base}/?query=" + quote(f"SELECT count() FROM {table}")).body == "2\n"
