@@ -186,8 +186,8 @@ def generic_headers(
     }
 
 
-def hubspot_headers(url: str, body: bytes) -> dict[str, str]:
-    stamp = str(int(time.time() * 1000))
+def hubspot_headers(url: str, body: bytes, offset_ms: int = 0) -> dict[str, str]:
+    stamp = str(int(time.time() * 1000) - offset_ms)
     return {
         "Content-Type": "application/json",
         "X-HubSpot-Request-Timestamp": stamp,
@@ -386,14 +386,39 @@ def test_every_error_status_and_the_invalid_copy(
 def test_a_delivery_repeated_five_times_is_one_event(
     server: AppServer, kafka_settings: KafkaSettings
 ) -> None:
-    url = f"{server.url}/v1/webhooks/generic"
-    body = (SAMPLES / "generic.json").read_bytes()
+    """Each CRM's sample delivered five times (retries are signed anew): one event each."""
+    generic = (SAMPLES / "generic.json").read_bytes()
+    hubspot = (SAMPLES / "hubspot_subscription.json").read_bytes()
+    soap = (SAMPLES / "salesforce_outbound_message.xml").read_bytes()
+    pipedrive = (SAMPLES / "pipedrive_change_deal.json").read_bytes()
+    hubspot_url = f"{server.url}/v1/webhooks/hubspot"
     now = int(time.time())
-    statuses = [
-        post(url, body, generic_headers(body, at=now - attempt)).status_code for attempt in range(5)
+    for attempt in range(5):
+        answers = [
+            post(
+                f"{server.url}/v1/webhooks/generic",
+                generic,
+                generic_headers(generic, at=now - attempt),
+            ),
+            post(hubspot_url, hubspot, hubspot_headers(hubspot_url, hubspot, offset_ms=attempt)),
+            post(f"{server.url}/v1/webhooks/salesforce", soap, {"Content-Type": "text/xml"}),
+            post(
+                f"{server.url}/v1/webhooks/pipedrive",
+                pipedrive,
+                {"Content-Type": "application/json"},
+                auth=("closedloop", "dev-pipedrive-password"),
+            ),
+        ]
+        assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+    events = [
+        r["event_id"] for _k, r in read_topic(kafka_settings, "crm.deal_stages", 4, settle=3.0)
     ]
-    assert statuses == [200] * 5
-    assert len(read_topic(kafka_settings, "crm.deal_stages", 1, settle=3.0)) == 1
+    assert sorted(events) == [
+        "generic:crm-42-evt-7",
+        "hubspot:62515:3816279340",
+        "pipedrive:3b7f1d2a-7a8e-4e16-9b2c-52a1f6d0c4e9",
+        "salesforce:00D000000000062:04l0800002nrC5BAAU",
+    ]
 
 
 def test_broker_down_is_503_and_nothing_is_recorded(
