@@ -480,7 +480,17 @@ def create_app(
                 },
             ],
         },
-        **common,
+        **{
+            **common,
+            "responses": {
+                **api.ERROR_RESPONSES,
+                200: {
+                    "description": "Outbound Messages: the SOAP acknowledgement; Flow "
+                    "callouts: the JSON body of every receiver.",
+                    "content": {"text/xml": {"schema": {"type": "string"}}},
+                },
+            },
+        },
     )
     async def salesforce(request: Request) -> Response:
         """Opportunity notifications; answers the SOAP acknowledgement to Outbound Messages."""
