@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
+from services.collector.encoding import RecordEncoder
 from services.collector.enrich import EventRejected, RequestFacts, enrich
 from services.collector.events import (
     CLICK_ID_NAMES,
@@ -47,6 +48,38 @@ _ENCODE = msgspec.json.encode
 _PIXEL_IGNORED = {"writeKey", "cb", "_"}
 
 
+def _sample_record() -> dict[str, Any]:
+    """A record with every optional field set, for the fast encoder's self-check."""
+    event = msgspec.convert(
+        {
+            "type": "conversion",
+            "anonymous_id": "a",
+            "event_id": "e",
+            "timestamp": 1_700_000_000_000,
+            "sent_at": 1_700_000_000_000,
+            "session_id": "s",
+            "url": "https://e.com/?utm_source=s&gclid=g",
+            "title": "t",
+            "referrer": "r",
+            "utm_medium": "m",
+            "utm_campaign": "c",
+            "utm_term": "k",
+            "utm_content": "x",
+            "email": "a@b.c",
+            "traits": {"n": "é"},
+            "event_name": "buy",
+            "properties": {"p": 1},
+            "value": "-1234.5",
+            "currency": "EUR",
+        },
+        Event,
+    )
+    facts = RequestFacts(
+        site_id="site", received_at_ms=1_700_000_000_000, ip="203.0.113.9", user_agent="Mozilla/5.0"
+    )
+    return enrich(event, facts)
+
+
 class ClientGone(Exception):
     """The client disconnected while its body was being read."""
 
@@ -75,13 +108,20 @@ class Pipeline:
     invalid_codec: AvroCodec = field(default_factory=lambda: AvroCodec.for_topic("events.invalid"))
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
     all_origins: tuple[str, ...] = ()
+    raw_encoder: RecordEncoder | None = None
 
     def __post_init__(self) -> None:
+        self.raw_encoder = RecordEncoder(self.raw_codec, _sample_record())
         self.raw_topic = self.settings.kafka.topic("events.raw")
         self.invalid_topic = self.settings.kafka.topic("events.invalid")
         self.all_origins = tuple(
             origin for key in self.settings.write_keys.values() for origin in key.allowed_origins
         )
+
+    def encode_raw(self, record: dict[str, Any]) -> bytes:
+        """The events.raw value of an enriched record."""
+        assert self.raw_encoder is not None
+        return self.raw_encoder.encode(record)
 
     def rate_wait(self, write_key: str, key: WriteKey, cost: int) -> float:
         """Seconds to wait before this key may send ``cost`` more events (0 when allowed)."""
@@ -407,9 +447,7 @@ class EventsEndpoint:
                     problem = exc.problem
                 else:
                     event_ids.append(record["event_id"])
-                    messages.append(
-                        (pipeline.raw_topic, anonymous_id, pipeline.raw_codec.encode(record))
-                    )
+                    messages.append((pipeline.raw_topic, anonymous_id, pipeline.encode_raw(record)))
                     continue
             else:
                 problem = member
@@ -577,7 +615,7 @@ class PixelEndpoint:
             return
         assert key is not None
         await pipeline.sink.deliver(
-            [(pipeline.raw_topic, record["anonymous_id"], pipeline.raw_codec.encode(record))]
+            [(pipeline.raw_topic, record["anonymous_id"], pipeline.encode_raw(record))]
         )
         pipeline.metrics.accepted(key.site_id, 1)
 

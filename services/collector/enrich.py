@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote_plus
 
 import msgspec
 from ua_parser import parse as parse_ua
@@ -71,6 +71,7 @@ class RequestFacts:
     new_event_id: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
 
 
+@lru_cache(maxsize=65536)
 def truncate_ip(address: str | None) -> str | None:
     """The network address of ``address`` (IPv4 /24, IPv6 /48), so no full IP is ever stored."""
     if not address:
@@ -148,14 +149,20 @@ def _money(value: str | float, field_name: str) -> Decimal:
     return amount.quantize(CENT)
 
 
+_CAMPAIGN_KEYS = frozenset((*UTM_FIELDS, *CLICK_ID_NAMES))
+
+
 def _query(url: str | None) -> dict[str, str]:
+    """The UTM and click-ID parameters of a URL's query string (first value of each wins)."""
     if not url or "?" not in url:
         return {}
-    try:
-        query = urlsplit(url).query
-    except ValueError:
-        return {}
-    return {key: value for key, value in parse_qsl(query) if value}
+    query = url.partition("?")[2].partition("#")[0]
+    found: dict[str, str] = {}
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key in _CAMPAIGN_KEYS and value and key not in found:
+            found[key] = unquote_plus(value)
+    return found
 
 
 def enrich(event: Event, facts: RequestFacts) -> dict[str, Any]:
