@@ -480,7 +480,7 @@ def _parse_all(body: bytes) -> None:
 
 
 @given(DOCUMENTS)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_any_json_is_parsed_or_refused_with_a_payload_error(document: Any) -> None:
     _parse_all(json.dumps(document).encode())
 

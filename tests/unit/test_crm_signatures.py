@@ -102,9 +102,10 @@ def test_hubspot_v2_documented_get_example() -> None:
 def test_hubspot_v3_is_base64_hmac_of_method_uri_body_timestamp() -> None:
     url, ts = "https://hooks.example.com/v1/webhooks/hubspot", "1772366400000"
     digest = hmac.new(b"secret", b"POST" + url.encode() + BODY + ts.encode(), hashlib.sha256)
-    assert hubspot_signature_v3("secret", "POST", url, BODY, ts) == base64.b64encode(
-        digest.digest()
-    ).decode()
+    assert (
+        hubspot_signature_v3("secret", "POST", url, BODY, ts)
+        == base64.b64encode(digest.digest()).decode()
+    )
 
 
 def test_hubspot_uri_decodes_the_documented_escapes_only() -> None:
