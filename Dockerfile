@@ -3,5 +3,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY services ./services
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . \
+    && mkdir -p /data/collector-spool /data/crm_ingest /data/stitcher \
+    && chown -R nobody /data
 USER nobody
