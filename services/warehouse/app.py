@@ -174,7 +174,7 @@ class WarehouseApp:
             key.decode("latin-1").lower(): value.decode("latin-1")
             for key, value in scope["headers"]
         }
-        pairs = parse_qsl(scope["query_string"].decode(), keep_blank_values=True)
+        pairs = parse_qsl(scope["query_string"].decode("utf-8", "replace"), keep_blank_values=True)
         reader = BodyReader(receive)
         if path in {"/ping", "/replicas_status"} or (
             path == "/" and method in {"GET", "HEAD"} and not any(k == "query" for k, _ in pairs)
