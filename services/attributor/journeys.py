@@ -6,7 +6,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas.channels import CANONICAL_STAGE_ORDER, Channel
 from services.attributor.models import (
@@ -27,11 +27,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 _CHANNEL_NAMES = {channel.name: channel.value for channel in Channel}
+_OTHER = Channel.OTHER.value
 
 
 def channel_name(symbol: str) -> str:
     """The display name of a Channel Avro symbol (``PAID_SEARCH`` -> ``Paid Search``); unknown -> Other."""
-    return _CHANNEL_NAMES.get(symbol, Channel.OTHER.value)
+    return _CHANNEL_NAMES.get(symbol, _OTHER)
 
 
 @dataclass(frozen=True)
@@ -206,9 +207,12 @@ class Deal:
 # --------------------------------------------------------------------------- facts
 
 
-@dataclass(frozen=True)
-class CreditFact:
-    """One row of attribution_credits (field order = column order)."""
+class CreditFact(NamedTuple):
+    """One row of attribution_credits_v2 (field order = column order).
+
+    A NamedTuple, not a frozen dataclass: a 100-touch journey yields ~900 of these per
+    conversion, and a tuple is built several times faster and is already the row.
+    """
 
     lead_id: str
     deal_id: str

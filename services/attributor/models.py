@@ -360,15 +360,22 @@ def split_amount(
     sign = -1 if units_exact < 0 else 1
     # Canonical order decides the ties: larger credit first, then the key.
     keys = sorted(credits, key=lambda k: (-credits[k], k))
-    if all(_exponent(credits[k]) >= -CREDIT_PLACES for k in keys):
+    units = [credits[k].scaleb(CREDIT_PLACES) for k in keys]
+    scaled = [int(u) for u in units]
+    if all(s == u for s, u in zip(scaled, units, strict=True)):
         # Credits from the models have at most CREDIT_PLACES places: integer weights split
         # exactly like their Fractions, without building any.
-        scaled = [int(credits[k].scaleb(CREDIT_PLACES)) for k in keys]
         parts = _largest_remainder_scaled(scaled, abs(units_exact.numerator))
     else:
         parts = _largest_remainder([Fraction(credits[k]) for k in keys], abs(units_exact.numerator))
     exponent = quantum.normalize().as_tuple().exponent
     places = exponent if isinstance(exponent, int) else 0
+    if quantum == Decimal(1).scaleb(places):
+        # A power-of-ten quantum (cents): scaleb gives the same value and exponent as the
+        # multiply-and-quantize below, at a fraction of the cost.
+        return {
+            key: Decimal(sign * part).scaleb(places) for key, part in zip(keys, parts, strict=True)
+        }
     return {
         key: (Decimal(sign * part) * quantum).quantize(Decimal(1).scaleb(places))
         for key, part in zip(keys, parts, strict=True)
@@ -456,11 +463,6 @@ def _to_decimal(value: Fraction, places: int) -> Decimal:
     """``value`` rounded half-even to ``places`` decimal places."""
     scaled = value * 10**places
     return Decimal(round(scaled)).scaleb(-places)
-
-
-def _exponent(value: Decimal) -> int:
-    exponent = value.as_tuple().exponent
-    return exponent if isinstance(exponent, int) else -(10**9)
 
 
 def _microseconds(delta: timedelta) -> int:

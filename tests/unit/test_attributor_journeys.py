@@ -315,8 +315,8 @@ def test_redelivered_stage_event_changes_nothing() -> None:
     proc.handle([stage("e1", "proposal", 50, 3)])
     proc.flush()
     a, b = sink.attributions
-    assert [replace(c, computed_version=0) for c in a.credits] == [
-        replace(c, computed_version=0) for c in b.credits
+    assert [c._replace(computed_version=0) for c in a.credits] == [
+        c._replace(computed_version=0) for c in b.credits
     ]
 
 

@@ -43,7 +43,7 @@ STAGE_COLUMNS = (
 LINK_COLUMNS = (
     "anonymous_id", "lead_id", "valid_from", "identified_by", "link_count", "shared", "site_id",
 )  # fmt: skip
-CREDIT_COLUMNS = tuple(f.name for f in fields(CreditFact))
+CREDIT_COLUMNS = CreditFact._fields
 RUN_COLUMNS = tuple(f.name for f in fields(RunFact))
 LEAD_COLUMNS = tuple(f.name for f in fields(LeadFact))
 DEAL_COLUMNS = tuple(f.name for f in fields(DealFact))
@@ -56,7 +56,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("deal_stage_history", STAGE_COLUMNS),
     ("deals", DEAL_COLUMNS),
     ("leads", LEAD_COLUMNS),
-    ("attribution_credits", CREDIT_COLUMNS),
+    ("attribution_credits_v2", CREDIT_COLUMNS),
     ("attribution_runs", RUN_COLUMNS),
 )
 
@@ -154,7 +154,7 @@ class ClickHouseSink:
         self._rows["identity_links"].append(link_row(link))
 
     def add_attribution(self, attribution: Attribution) -> None:
-        self._rows["attribution_credits"].extend(_fact_row(c) for c in attribution.credits)
+        self._rows["attribution_credits_v2"].extend(attribution.credits)
         self._rows["attribution_runs"].extend(_fact_row(r) for r in attribution.runs)
         self._rows["deals"].extend(_fact_row(d) for d in attribution.deals)
         if attribution.lead is not None:
