@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -63,7 +64,11 @@ def migrate_on_start(settings: WarehouseSettings) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve the ClickHouse HTTP interface on the configured host and port until stopped."""
-    del argv
+    argparse.ArgumentParser(
+        prog="closedloop warehouse",
+        description="Serve the ClickHouse HTTP interface over chDB; configured by WAREHOUSE_* "
+        "and CLICKHOUSE_* variables (see services/warehouse/README.md).",
+    ).parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_level)
     app = create_app(
