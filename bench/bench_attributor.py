@@ -248,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         f"`.venv/bin/python -m bench.bench_attributor` (events={args.events}, "
         f"credit rows={args.credit_rows:,}).",
         "",
-        "Deal-stage events attributed per second. Each event recomputes its lead: the lead's "
-        "creation and every stage its deal reached, under all 9 models, cent-exact amounts. "
+        "Deal-stage events attributed per second. Each event recomputes its deal: every stage "
+        "the deal reached, under all 9 models, with cent-exact amounts and the credit rows "
+        "built. The machine is shared with other jobs (2 cores), so the numbers are noisy; "
+        "compare the ratios. "
         "Baseline: `all_credits` alone for one conversion (9 models, no facts). "
         "Flushed every 500 events; every event is for another lead (an opportunity stage), so "
         "no recomputation is shared (the worker coalesces events of one lead within a batch).",
