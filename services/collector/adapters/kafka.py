@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 
 from confluent_kafka import KafkaError
@@ -21,10 +22,16 @@ def build_publisher(
 ) -> KafkaPublisher:
     """One idempotent acks=all producer for this process; ``on_broker_down`` hears outages early."""
 
+    last_logged = [0.0]
+
     def on_error(error: KafkaError) -> None:
         if error.code() in _DOWN_CODES:
             on_broker_down()
-        log.warning("kafka: %s", error.str())
+        # librdkafka repeats connection errors on every retry; one line per 30 s is enough.
+        now = time.monotonic()
+        if now - last_logged[0] > 30:
+            last_logged[0] = now
+            log.warning("kafka: %s", error.str())
 
     timeout = settings.publish_timeout_ms
     return KafkaPublisher(
