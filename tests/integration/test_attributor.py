@@ -510,7 +510,7 @@ def test_kill_between_clickhouse_insert_and_offset_commit_changes_no_report(
     # offset commit, exactly where a kill -9 hurts most.
     crashing = start_attributor(
         ATTRIBUTOR_EXIT_AFTER_FLUSHES="1",
-        ATTRIBUTOR_BATCH_MAX_SECONDS="4",
+        ATTRIBUTOR_BATCH_MAX_SECONDS="6",
         ATTRIBUTOR_BATCH_MAX_MESSAGES="100000",
     )
     assert crashing.process is not None
