@@ -300,7 +300,7 @@ class WarehouseApp:
                         await appending
                 await _in_thread(lease.cancel, inserter)
                 raise
-            return outcome, insert.format
+            return outcome, params.default_format
         while not reader.done:
             head += decoder.feed(await reader.read())
             if len(head) > MAX_QUERY_BYTES:
