@@ -174,3 +174,46 @@ def test_readers_and_one_writer_at_once(clickhouse_settings: ClickHouseSettings)
     for counts in seen.values():
         assert counts == sorted(counts), "counts went backwards"
     assert sum(len(c) for c in seen.values()) >= 4
+
+
+def test_a_crash_during_inserts_leaves_whole_inserts_readable(tmp_path: Path) -> None:
+    server = WarehouseServer(free_port(), tmp_path / "data", tmp_path / "warehouse.log").start()
+    client = get_client(server.settings(), database="closedloop")
+    client.command(
+        "CREATE TABLE crashy (batch UInt32, id UInt32) ENGINE = MergeTree ORDER BY (batch, id)"
+    )
+    per_batch = 10_000
+    acknowledged: list[int] = []
+
+    def insert_forever() -> None:
+        batch = 0
+        try:
+            while True:
+                client.insert(
+                    "crashy",
+                    [[batch] * per_batch, list(range(per_batch))],
+                    column_names=["batch", "id"],
+                    column_oriented=True,
+                )
+                acknowledged.append(batch)
+                batch += 1
+        except Exception:  # noqa: BLE001 - the server is killed under it on purpose
+            return
+
+    writer = threading.Thread(target=insert_forever)
+    writer.start()
+    deadline = time.monotonic() + 60
+    while len(acknowledged) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.process is not None
+    server.process.kill()
+    writer.join(60)
+    server.start()
+    try:
+        reader = get_client(server.settings(), database="closedloop")
+        rows = reader.query("SELECT batch, count() FROM crashy GROUP BY batch").result_rows
+        counts = dict(rows)
+        assert set(acknowledged) <= set(counts), "an acknowledged insert was lost"
+        assert all(count == per_batch for count in counts.values()), "a torn insert is visible"
+    finally:
+        assert server.stop() == 0
