@@ -207,13 +207,16 @@ class WarehouseApp:
                     "supported by this server; use HTTP Content-Encoding (lz4, zstd, gzip)",
                 )
             decoder = body_decoder(headers.get("content-encoding", ""))
+            # A connection's readonly can never be lowered again, so a request that sets it
+            # runs on a connection of its own, outside its session.
+            session_id = None if "readonly" in params.settings else params.session_id
             # ClickHouse runs GET queries read-only; sessions keep their user's rights.
-            readonly = user.readonly or (method == "GET" and params.session_id is None)
+            readonly = user.readonly or (method == "GET" and session_id is None)
             lease: Lease = await _in_thread(
                 self.engine.lease,
                 user.name,
                 readonly,
-                params.session_id,
+                session_id,
                 params.session_timeout or self.settings.session_timeout_seconds,
                 params.session_check,
             )

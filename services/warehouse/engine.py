@@ -114,8 +114,9 @@ class Lease:
                 return
             self._drop_overlay(session)
             if settings:
-                session.saved = self._values(settings)
+                saved = self._values(settings)
                 self._run(settings_statement(settings))
+                session.saved = saved
                 session.overlay = dict(settings)
                 session.applied = self._values(settings)
         except ClickHouseError:
@@ -126,8 +127,14 @@ class Lease:
     def _drop_overlay(self, session: Session) -> None:
         saved = session.saved
         session.overlay, session.saved, session.applied = {}, {}, {}
-        if saved:
+        if not saved:
+            return
+        try:
             self._run(settings_statement(saved))
+        except Exception:  # noqa: BLE001 - restore what can be restored, one by one
+            for name, value in saved.items():
+                with contextlib.suppress(Exception):
+                    self._run(settings_statement({name: value}))
 
     def _after_statement(self, sql: str) -> None:
         """Keep the session's bookkeeping true after the user's own SET or USE."""

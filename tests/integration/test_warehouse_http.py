@@ -387,3 +387,49 @@ def test_malformed_insert_data_is_refused_whole(
     assert bad.body.startswith("Code: ")
     assert int(bad.headers["x-clickhouse-exception-code"]) in {6, 27, 117}
     assert curl(*reader, f"{base}/?query=" + quote(f"SELECT count() FROM {table}")).body == "2\n"
+
+
+def test_a_session_survives_refused_and_read_only_requests(
+    base: str, writer: list[str], reader: list[str], table: str
+) -> None:
+    for who in (reader, writer):
+        session = f"session_id=s-{uuid.uuid4()}"
+        assert (
+            curl(
+                *who,
+                f"{base}/?{session}&max_threads=1",
+                "--data-binary",
+                "CREATE TEMPORARY TABLE keep (x UInt8)",
+            ).status
+            == 200
+        )
+        refused = curl(
+            *who,
+            f"{base}/?{session}&readonly=0",
+            "--data-binary",
+            f"INSERT INTO {table} VALUES (50, 'x')",
+        )
+        if who is reader:
+            _assert_error(refused, 500, 164, "readonly")
+        else:
+            assert refused.status == 200, refused.body
+        only_read = curl(
+            *who,
+            f"{base}/?{session}&readonly=1",
+            "--data-binary",
+            f"INSERT INTO {table} VALUES (51, 'x')",
+        )
+        _assert_error(only_read, 500, 164, "readonly")
+        assert (
+            curl(
+                *who, f"{base}/?{session}&max_threads=3&query=" + quote("SELECT count() FROM keep")
+            ).body
+            == "0\n"
+        )
+        assert (
+            curl(
+                *who, f"{base}/?{session}&query=" + quote("SELECT getSetting('max_threads')")
+            ).status
+            == 200
+        )
+    assert curl(*writer, f"{base}/?query=" + quote(f"SELECT count() FROM {table}")).body == "3\n"
