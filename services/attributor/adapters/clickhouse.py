@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from services.attributor.journeys import (
     Attribution,
@@ -161,7 +161,13 @@ class ClickHouseSink:
             self._rows["leads"].append(_fact_row(attribution.lead))
 
     def flush(self) -> int:
-        """Insert every buffered row; returns how many. Raises UnavailableError and keeps the rows."""
+        """Insert every buffered row; returns how many. Raises UnavailableError and keeps the rows.
+
+        When ClickHouse (or the row encoder) rejects a table's batch itself rather than
+        the connection failing, the rows are inserted one by one and the ones rejected
+        are logged and skipped, so one bad row never stops ingestion. If every row is
+        rejected the problem is not the rows (a schema mismatch, say): the flush fails.
+        """
         written = 0
         for table, columns in TABLES:
             rows = self._rows[table]
@@ -169,20 +175,63 @@ class ClickHouseSink:
                 continue
             token = f"attributor-{self._batch_id}-{table}"
             try:
-                self._client.insert(
-                    table,
-                    rows,
-                    column_names=list(columns),
-                    settings={"insert_deduplication_token": token},
-                )
-            except (ClickHouseError, OSError) as exc:
-                raise UnavailableError(f"insert into {table} failed: {exc}") from exc
+                self._insert(table, columns, rows, token)
+                written += len(rows)
+            except _REJECTED as exc:
+                written += self._insert_one_by_one(table, columns, rows, token, exc)
             self._done.add(table)
-            written += len(rows)
         self._rows = {name: [] for name, _ in TABLES}
         self._done = set()
         self._batch_id = uuid.uuid4().hex
         return written
+
+    def _insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], token: str
+    ) -> None:
+        try:
+            self._client.insert(
+                table,
+                rows,
+                column_names=list(columns),
+                settings={"insert_deduplication_token": token},
+            )
+        except (OperationalError, OSError) as exc:
+            raise UnavailableError(f"insert into {table} failed: {exc}") from exc
+
+    def _insert_one_by_one(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+        token: str,
+        batch_error: Exception,
+    ) -> int:
+        written = 0
+        rejected: list[tuple[int, Exception]] = []
+        for index, row in enumerate(rows):
+            try:
+                self._insert(table, columns, [row], f"{token}-{index}")
+                written += 1
+            except _REJECTED as exc:
+                rejected.append((index, exc))
+        if not written:
+            raise UnavailableError(
+                f"insert into {table} rejected for every row: {batch_error}"
+            ) from batch_error
+        for index, problem in rejected:
+            log.error(
+                "row rejected by ClickHouse, skipped",
+                extra={
+                    "table": table,
+                    "row": repr(rows[index])[:2000],
+                    "error": str(problem)[:500],
+                },
+            )
+        return written
+
+
+# A batch ClickHouse or the encoder refused (not a connection problem).
+_REJECTED = (ClickHouseError, TypeError, ValueError, OverflowError, AttributeError)
 
 
 class ListSink:
