@@ -35,6 +35,10 @@ class VersionClock:
         self._last = max(self._now(), self._last + 1)
         return self._last
 
+    def raise_floor(self, floor: int) -> None:
+        """Never hand out a version at or below ``floor`` (e.g. one another instance wrote)."""
+        self._last = max(self._last, floor)
+
 
 class Processor:
     """Applies input records to the journey book and writes facts to a sink (no Kafka here).
@@ -104,12 +108,15 @@ class Worker:
         self._first_unflushed: float | None = None
         self._flushes = 0
         self._markov_at = 0.0
+        self.clock = VersionClock()
 
     # ----------------------------------------------------------------- rebalance
 
     def _on_assign(self, partitions: set[int]) -> None:
         """Restore the leads of the gained partitions from ClickHouse, then reconcile."""
         book = self.processor.book
+        # The previous owner may run on a host whose clock is ahead of ours.
+        self.clock.raise_floor(self.store.max_version())
         for touch in self.store.touches(partitions):
             book.lead(touch.lead_id, touch.partition).add_touch(touch)
         for event in self.store.stage_events(partitions):
@@ -169,7 +176,8 @@ class Worker:
 
     def run(self) -> None:
         """Until ``stopping`` is set: catch up identity, then consume, attribute, flush, commit."""
-        self.processor.versions = VersionClock(self.store.max_version())
+        self.clock.raise_floor(self.store.max_version())
+        self.processor.versions = self.clock
         read = self.identity.catch_up(lambda links: self.processor.handle_links(links))
         log.info("identity links loaded", extra={"links": read})
         self._refresh_markov()

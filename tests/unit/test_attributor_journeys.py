@@ -411,9 +411,12 @@ def test_drop_partitions_forgets_their_leads() -> None:
 
 
 def test_version_clock_is_strictly_increasing_even_when_time_goes_back() -> None:
-    times = iter([100, 50, 50, 200])
+    times = iter([100, 50, 50, 200, 300])
     clock = VersionClock(floor=120, now=lambda: next(times))
     assert [clock(), clock(), clock(), clock()] == [121, 122, 123, 200]
+    clock.raise_floor(500)
+    clock.raise_floor(10)
+    assert clock() == 501
 
 
 @pytest.mark.parametrize(
