@@ -14,21 +14,38 @@ import pytest
 from services.broker.local import LocalKafka, free_port, java_available
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
+from tests.conftest import unique_prefix
 from tests.fixtures.collector import RunningCollector, read_topic
 
 KEY = {"X-Write-Key": "dev-write-key"}
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
-    """A broker of this test alone, so stopping it leaves the session broker alone."""
+@pytest.fixture(scope="module")
+def outage_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A broker of this module alone, so stopping it leaves the session broker alone."""
     assert java_available(), "this test needs the Apache Kafka broker (Java 17+)"
-    broker = LocalKafka(data_dir=tmp_path / "kafka")
+    broker = LocalKafka(data_dir=tmp_path_factory.mktemp("outage-kafka"))
     broker.start()
     try:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def own_broker(outage_broker: LocalKafka) -> LocalKafka:
+    """The module's broker, running (a failed test may have left it stopped)."""
+    if outage_broker.process is None or outage_broker.process.poll() is not None:
+        outage_broker.start()
+    return outage_broker
+
+
+def _kafka(broker: LocalKafka) -> KafkaSettings:
+    kafka = KafkaSettings(
+        bootstrap_servers=broker.bootstrap_servers, topic_prefix=unique_prefix(), partitions=3
+    )
+    ensure_topics(kafka)
+    return kafka
 
 
 def _send(url: str, events: list[dict]) -> list[int]:
@@ -62,8 +79,7 @@ def _wait_ready(url: str, predicate: Callable[[dict], bool], timeout: float = 60
 def test_broker_outage_spools_then_replays_every_event_once(
     own_broker: LocalKafka, start_collector: Callable[..., RunningCollector]
 ) -> None:
-    kafka = KafkaSettings(bootstrap_servers=own_broker.bootstrap_servers, partitions=3)
-    ensure_topics(kafka)
+    kafka = _kafka(own_broker)
     collector = start_collector(kafka, COLLECTOR_PUBLISH_TIMEOUT_MS="2000")
     warmup = _send(collector.url, [_event(i) | {"event_id": f"warm-{i}"} for i in range(4)])
     assert set(warmup) == {200}
@@ -94,8 +110,7 @@ def test_broker_outage_spools_then_replays_every_event_once(
 def test_spool_survives_a_collector_crash(
     own_broker: LocalKafka, start_collector: Callable[..., RunningCollector], tmp_path: Path
 ) -> None:
-    kafka = KafkaSettings(bootstrap_servers=own_broker.bootstrap_servers, partitions=3)
-    ensure_topics(kafka)
+    kafka = _kafka(own_broker)
     spool = tmp_path / "shared-spool"
     first = start_collector(
         kafka, COLLECTOR_PUBLISH_TIMEOUT_MS="2000", COLLECTOR_SPOOL_DIR=str(spool)
