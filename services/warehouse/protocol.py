@@ -84,6 +84,7 @@ CODE_NAMES = {
     516: "AUTHENTICATION_FAILED",
 }
 _CODE_IN_MESSAGE = re.compile(r"Code: (\d+)\.")
+_VERSION_TRAILER = re.compile(r"\(version [^)]*\)\s*$")
 
 
 class ClickHouseError(Exception):
@@ -119,6 +120,8 @@ class ClickHouseError(Exception):
 
     def body(self, version: str) -> bytes:
         """The response body, with the server version trailer ClickHouse adds."""
+        if _VERSION_TRAILER.search(self.message):
+            return f"{self.message.rstrip()}\n".encode()
         return f"{self.message} (version {version})\n".encode()
 
 

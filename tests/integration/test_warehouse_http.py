@@ -31,6 +31,8 @@ def curl(*args: str) -> Answer:
         check=True,
     )
     head, _, body = done.stdout.partition(b"\r\n\r\n")
+    while head.startswith(b"HTTP/1.1 100"):  # curl's Expect: 100-continue interim answer
+        head, _, body = body.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     headers = {}
     for line in lines[1:]:
@@ -433,3 +435,22 @@ def test_a_session_survives_refused_and_read_only_requests(
             == 200
         )
     assert curl(*writer, f"{base}/?query=" + quote(f"SELECT count() FROM {table}")).body == "3\n"
+
+
+def test_bad_row_at_the_end_of_a_large_chunked_insert(
+    base: str, writer: list[str], reader: list[str], table: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "rows.csv"
+    data.write_bytes(b"".join(b"%d,Email\n" % i for i in range(300_000)) + b"oops,Email\n")
+    bad = curl(
+        *writer,
+        "-H",
+        "Transfer-Encoding: chunked",
+        f"{base}/?query=" + quote(f"INSERT INTO {table} FORMAT CSV"),
+        "--data-binary",
+        f"@{data}",
+    )
+    assert bad.status == 400, bad.body
+    assert int(bad.headers["x-clickhouse-exception-code"]) in {6, 27, 117}
+    # The connection and the server carry on; nothing of the refused insert is visible.
+    assert curl(*reader, f"{base}/?query=" + quote(f"SELECT count() FROM {table}")).body == "2\n"

@@ -60,6 +60,10 @@ def test_engine_error_text_is_kept_and_code_parsed() -> None:
         == b"Code: 60. DB::Exception: Unknown table x. (UNKNOWN_TABLE) (version 26.1)\n"
     )
     assert ClickHouseError.from_engine("weird").code == 1002
+    with_trailer = ClickHouseError.from_engine(
+        "Code: 27. DB::Exception: x. (NAME) (version 26.1)\n"
+    )
+    assert with_trailer.body("26.1") == b"Code: 27. DB::Exception: x. (NAME) (version 26.1)\n"
     made = ClickHouseError.of(516, "bi: Authentication failed")
     assert (
         made.message
