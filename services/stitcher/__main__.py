@@ -7,7 +7,13 @@ import logging
 from schemas.topics import EVENTS_RAW, IDENTITY_LINKS, TOUCHPOINTS_STITCHED
 from services.common.kafka import ensure_topics
 from services.common.logging import configure_logging
-from services.stitcher.app import build_worker, create_app, mark_clean_shutdown, prepare_local_state
+from services.stitcher.app import (
+    build_worker,
+    create_app,
+    ensure_internal_topics,
+    mark_clean_shutdown,
+    prepare_local_state,
+)
 from services.stitcher.settings import get_settings
 
 log = logging.getLogger("services.stitcher")
@@ -19,6 +25,7 @@ def main() -> None:
     configure_logging(settings.log_level)
     ensure_topics(settings.kafka, (EVENTS_RAW, IDENTITY_LINKS, TOUCHPOINTS_STITCHED))
     app = create_app(settings)
+    ensure_internal_topics(app, settings)
     log.info(
         "stitcher starting",
         extra={

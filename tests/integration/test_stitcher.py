@@ -310,3 +310,72 @@ def assert_copartitioned(kafka: KafkaSettings, outputs: Outputs) -> None:
         assert placed[(deals, key)] == partition
     for partition, key, _ in outputs.links:
         assert placed[(events, key)] == partition
+
+
+def assert_converged(outputs: Outputs, expected: dict[Key, str], timeout: float) -> None:
+    """Wait until the net output is exactly ``expected``; then check duplicates are identical."""
+    try:
+        outputs.wait_for(lambda: channels_of(outputs.net()) == expected, timeout, "convergence")
+    except AssertionError:
+        net = channels_of(outputs.net())
+        missing = sorted(set(expected) - set(net))[:5]
+        extra = sorted(set(net) - set(expected))[:5]
+        raise AssertionError(
+            f"net {len(net)} vs expected {len(expected)}; missing {missing}; extra {extra}"
+        ) from None
+    outputs.poll(1.0)
+    assert channels_of(outputs.net()) == expected
+    assert_duplicates_identical(outputs)
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_kill_9_mid_stream_and_restart_lose_no_touchpoint(
+    kafka_settings: KafkaSettings,
+    service_processes: Callable[..., ServiceProcess],
+    tmp_path: Path,
+    store: str,
+) -> None:
+    records = visitors(150, seed=1)
+    expected = expected_touchpoints(records)
+    assert len(expected) > 100
+    outputs = Outputs(kafka_settings)
+    try:
+        worker = start_worker(
+            service_processes, kafka_settings, tmp_path, "w", STITCHER_STORE=store
+        )
+        third = len(records) // 3
+        produce(kafka_settings, records[:third])
+        outputs.wait_for(lambda: len(outputs.touchpoints) > 0, 60, "first touchpoints")
+        produce(kafka_settings, records[third : 2 * third])
+        worker.kill()  # SIGKILL while the second third is being stitched
+        produce(kafka_settings, records[2 * third :])
+        start_worker(service_processes, kafka_settings, tmp_path, "w", STITCHER_STORE=store)
+        assert_converged(outputs, expected, 90)
+    finally:
+        outputs.close()
+
+
+def test_two_workers_with_a_rebalance_mid_stream_give_the_same_output_as_one(
+    kafka_settings: KafkaSettings,
+    service_processes: Callable[..., ServiceProcess],
+    tmp_path: Path,
+) -> None:
+    records = visitors(150, seed=2)
+    expected = expected_touchpoints(records)
+    outputs = Outputs(kafka_settings)
+    try:
+        first = start_worker(service_processes, kafka_settings, tmp_path, "w1")
+        third = len(records) // 3
+        produce(kafka_settings, records[:third])
+        outputs.wait_for(lambda: len(outputs.touchpoints) > 0, 60, "first touchpoints")
+        # A second worker joins mid-stream: the group rebalances, partitions and state move.
+        second = start_worker(service_processes, kafka_settings, tmp_path, "w2")
+        produce(kafka_settings, records[third : 2 * third])
+        outputs.wait_for(lambda: ready_count(first) >= 2, 60, "the first worker's rebalance")
+        # Then the first one leaves gracefully: everything moves to the second.
+        first.stop()
+        produce(kafka_settings, records[2 * third :])
+        assert_converged(outputs, expected, 90)
+        assert second.running
+    finally:
+        outputs.close()
