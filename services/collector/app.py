@@ -140,12 +140,12 @@ def create_app(settings: CollectorSettings, publisher: Publisher | None = None) 
     """Build the collector; ``publisher`` replaces the Kafka producer (tests pass fakes)."""
     metrics = PrometheusMetrics()
 
-    def make_publisher(on_broker_down: Callable[[], None]) -> Publisher:
+    def make_publisher() -> Publisher:
         if publisher is not None:
             return publisher
         from services.collector.adapters.kafka import build_publisher  # noqa: PLC0415
 
-        return build_publisher(settings, on_broker_down)
+        return build_publisher(settings)
 
     def spool_changed(count: int) -> None:
         metrics.spooled_total.inc(count)

@@ -1,11 +1,10 @@
-"""The collector's Kafka producer: KafkaPublisher with a short ack timeout and a broker-down signal."""
+"""The collector's Kafka producer: KafkaPublisher with a short ack timeout and quiet error logs."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from collections.abc import Callable
 
 from confluent_kafka import KafkaError
 
@@ -14,19 +13,16 @@ from services.common.kafka import KafkaPublisher
 
 log = logging.getLogger(__name__)
 
-_DOWN_CODES = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT}
 
+def build_publisher(settings: CollectorSettings) -> KafkaPublisher:
+    """One idempotent acks=all producer for this process.
 
-def build_publisher(
-    settings: CollectorSettings, on_broker_down: Callable[[], None]
-) -> KafkaPublisher:
-    """One idempotent acks=all producer for this process; ``on_broker_down`` hears outages early."""
-
+    Outages are detected by deliveries that time out, not by librdkafka's error
+    callback: "all brokers down" also fires when a broker closes an idle connection.
+    """
     last_logged = [0.0]
 
     def on_error(error: KafkaError) -> None:
-        if error.code() in _DOWN_CODES:
-            on_broker_down()
         # librdkafka repeats connection errors on every retry; one line per 30 s is enough.
         now = time.monotonic()
         if now - last_logged[0] > 30:

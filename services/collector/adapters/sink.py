@@ -23,14 +23,14 @@ ORPHAN_CHECK_SECONDS = 30.0
 class SpoolingSink:
     """Publishes and waits for the broker's ack; when the broker is down, spools and replays.
 
-    While the spool holds anything (or the producer reported the broker down), new
-    messages go to the spool too, so replay keeps arrival order. Replay runs in one
+    While the spool holds anything (or the last delivery failed), new messages go to
+    the spool too, so replay keeps arrival order. Replay runs in one
     background task and commits the spool only after the broker acknowledged a batch.
     """
 
     def __init__(
         self,
-        publisher_factory: Callable[[Callable[[], None]], Publisher],
+        publisher_factory: Callable[[], Publisher],
         spool_root: Path,
         spool_max_bytes: int,
         spool_segment_bytes: int,
@@ -49,23 +49,13 @@ class SpoolingSink:
         self._broker_down = False
         self._wake = asyncio.Event()
         self._replay_task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._on_spooled = on_spooled
         self._on_replayed = on_replayed
         self._on_publish_seconds = on_publish_seconds
 
-    def broker_down(self) -> None:
-        """The producer saw the broker go away: spool from now on (thread-safe)."""
-        if self._loop is not None and not self._broker_down:
-            self._loop.call_soon_threadsafe(self._mark_down)
-
-    def _mark_down(self) -> None:
-        self._broker_down = True
-
     async def start(self) -> None:
         """Claim a spool folder and start replaying what it holds."""
-        self._loop = asyncio.get_running_loop()
-        self._publisher = self._publisher_factory(self.broker_down)
+        self._publisher = self._publisher_factory()
         self._spool = claim_spool(self._root, self._max_bytes, self._segment_bytes)
         if self._spool.pending_bytes:
             log.info(
