@@ -184,8 +184,8 @@ class LocalKafka:
                 self._java(
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
+                    # One token: an ID that starts with "-" would otherwise read as an option.
+                    f"--cluster-id={cluster_id}",
                     "-c",
                     str(config),
                     "--ignore-formatted",

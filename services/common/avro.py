@@ -111,7 +111,15 @@ class AvroCodec:
         body.seek(HEADER_LENGTH)
         try:
             record = cast(dict[str, Any], fastavro.schemaless_reader(body, writer, self.schema))
-        except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
+        except (
+            EOFError,
+            ValueError,
+            TypeError,
+            IndexError,
+            KeyError,
+            UnicodeDecodeError,
+            OverflowError,
+        ) as exc:
             raise CodecError(self.topic, f"corrupt or truncated body: {exc!r}") from exc
         if body.tell() != len(data):
             raise CodecError(

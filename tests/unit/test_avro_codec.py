@@ -118,3 +118,16 @@ def test_trailing_garbage_is_rejected() -> None:
 def test_encoding_a_record_that_does_not_match_names_the_topic() -> None:
     with pytest.raises(CodecError, match="^pings: record does not match"):
         AvroCodec("pings", V1).encode({"id": 12})
+
+
+def test_timestamp_outside_the_datetime_range_is_a_codec_error() -> None:
+    def record_schema(field_type: Any) -> dict[str, Any]:
+        return {"type": "record", "name": "T", "fields": [{"name": "at", "type": field_type}]}
+
+    timestamps = AvroCodec(
+        "pings", record_schema({"type": "long", "logicalType": "timestamp-millis"})
+    )
+    # The same body bytes as a plain long: 2**62 ms is far past datetime.max.
+    body = AvroCodec("pings", record_schema("long")).encode({"at": 2**62})[10:]
+    with pytest.raises(CodecError, match="pings: corrupt or truncated body"):
+        timestamps.decode(MARKER + timestamps.fingerprint + body)
