@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from pydantic import BaseModel, SecretStr
+from pydantic_core import to_json
 from pydantic_settings import BaseSettings
 
 from services.common.settings import ClickHouseSettings, IdentitySettings, KafkaSettings
@@ -47,6 +48,9 @@ def _default(value: object) -> str:
             return str(value.relative_to(Path.cwd()))
         except ValueError:
             return str(value)
+    if isinstance(value, dict | list | tuple):
+        # As the variable is written: JSON, not a Python repr.
+        return str(to_json(value).decode())
     return "" if value is None else str(value)
 
 
