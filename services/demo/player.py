@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import Any
 
 import httpx
@@ -186,12 +186,16 @@ class Player:
         self._client.close()
 
     def play(
-        self, simulation: Simulation, progress: Callable[[int], None] | None = None
+        self,
+        simulation: Simulation,
+        progress: Callable[[int], None] | None = None,
+        slice_width: timedelta = timedelta(days=1),
     ) -> PlayStats:
-        """Send everything; ``progress(n)`` is called with the number of items each request carried."""
+        """Send everything, one ``slice_width`` of simulated time after the other (beacons, then
+        webhooks); ``progress(n)`` is called with the number of items each request carried."""
         started = time.monotonic()
         with ThreadPoolExecutor(self.concurrency) as pool:
-            for beacons, changes in iter_slices(simulation):
+            for beacons, changes in iter_slices(simulation, slice_width):
                 if self.stats.aborted:
                     break
                 # A slice's beacons go first, then its deal changes; slices go in time order.
