@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,23 @@ from typing import Any
 from tqdm import tqdm
 
 from services.common.errors import ClosedloopError
-from services.common.settings import LOCAL_DIR, IdentitySettings
-from services.demo.ground_truth import expected_reports, format_report
+from services.common.settings import LOCAL_DIR, ClickHouseSettings, IdentitySettings
+from services.demo.ground_truth import (
+    EXACT_MODELS,
+    expected_credits,
+    expected_reports,
+    format_report,
+    stitched_leads,
+)
 from services.demo.player import Endpoints, Player
-from services.demo.simulator import CRMS, SimulationConfig, default_end, simulate, summarize
+from services.demo.simulator import (
+    CRMS,
+    GroundTruth,
+    SimulationConfig,
+    default_end,
+    simulate,
+    summarize,
+)
 
 
 def _service_defaults() -> Endpoints:
@@ -102,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the expected report computed from the ground truth",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="after playing, wait until ClickHouse (CLICKHOUSE_* settings) holds the simulation's "
+        "touchpoints and credits, then print the closed-loop reports (`closedloop report`)",
+    )
+    parser.add_argument(
+        "--wait-seconds",
+        type=float,
+        default=300,
+        help="how long --report waits for the pipeline (default 300)",
+    )
     parser.set_defaults(endpoints=defaults)
     return parser
 
@@ -183,7 +209,56 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  problem: {problem}", file=sys.stderr)
         print(f"closedloop demo: {len(stats.problems)} requests or items failed", file=sys.stderr)
         return 1
-    print("the pipeline now stitches and attributes them; see `closedloop report`")
+    if not args.report:
+        print("the pipeline now stitches and attributes them; see `closedloop report`")
+        return 0
+    return _report(simulation.truth, args.wait_seconds)
+
+
+def _report(truth: GroundTruth, wait_seconds: float) -> int:
+    """Wait until the stack has attributed the simulation, then print the reports."""
+    from services.attributor.reports import main as report_main  # noqa: PLC0415
+    from services.common.clickhouse import get_client  # noqa: PLC0415
+
+    identity = IdentitySettings()
+    touchpoints = len(stitched_leads(truth, identity))
+    credits = len(expected_credits(truth, identity))
+    print(f"waiting for {touchpoints} touchpoints and {credits} credit rows in ClickHouse ...")
+    exact = ", ".join(f"'{m.value}'" for m in EXACT_MODELS)
+    deadline = time.monotonic() + wait_seconds
+    found = (0, 0)
+    while time.monotonic() < deadline:
+        try:
+            client = get_client(ClickHouseSettings())
+            try:
+                ((found_touchpoints,),) = client.query(
+                    "SELECT count() FROM touchpoints_current"
+                ).result_rows
+                ((found_credits,),) = client.query(
+                    f"SELECT count() FROM attribution_credits_current WHERE model IN ({exact})"
+                ).result_rows
+            finally:
+                client.close()
+        except Exception as exc:  # noqa: BLE001 - the warehouse may still be starting
+            print(f"  ClickHouse not answering yet: {str(exc).splitlines()[0][:120]}")
+            time.sleep(2)
+            continue
+        found = (int(found_touchpoints), int(found_credits))
+        if found[0] >= touchpoints and found[1] >= credits:
+            break
+        time.sleep(1)
+    else:
+        print(
+            f"closedloop demo: after {wait_seconds:.0f} s ClickHouse holds {found[0]} touchpoints "
+            f"and {found[1]} credit rows of the {touchpoints} and {credits} expected",
+            file=sys.stderr,
+        )
+        return 1
+    for argv in (["leads"], ["revenue"], ["pipeline"]):
+        print(f"\n$ closedloop report {' '.join(argv)}")
+        code = report_main([*argv, "--writer"])
+        if code:
+            return code
     return 0
 
 
