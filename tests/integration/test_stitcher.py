@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -318,10 +318,12 @@ def assert_converged(outputs: Outputs, expected: dict[Key, str], timeout: float)
         outputs.wait_for(lambda: channels_of(outputs.net()) == expected, timeout, "convergence")
     except AssertionError:
         net = channels_of(outputs.net())
-        missing = sorted(set(expected) - set(net))[:5]
-        extra = sorted(set(net) - set(expected))[:5]
+        missing = sorted(set(expected) - set(net))
+        extra = sorted(set(net) - set(expected))
         raise AssertionError(
-            f"net {len(net)} vs expected {len(expected)}; missing {missing}; extra {extra}"
+            f"net {len(net)} vs expected {len(expected)}; {len(missing)} missing, e.g. "
+            f"{missing[:3]}; {len(extra)} extra, e.g. {extra[:3]}; "
+            f"touchpoints by partition {dict(sorted(Counter(p for p, _, _ in outputs.touchpoints).items()))}"
         ) from None
     outputs.poll(1.0)
     assert channels_of(outputs.net()) == expected
