@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -138,16 +139,62 @@ def broker_reachable(settings: KafkaSettings, timeout: float = 2.0) -> bool:
     return True
 
 
+class _LoopPoller:
+    """Polls the producer from one event loop while messages sent from it await their reports."""
+
+    def __init__(
+        self, producer: Producer, loop: asyncio.AbstractEventLoop, interval: float
+    ) -> None:
+        self.producer = producer
+        self.loop = loop
+        self.interval = interval
+        self.pending = 0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def sent(self) -> None:
+        """One more message of this loop awaits its report; poll until it came."""
+        self.pending += 1
+        if self._handle is None:
+            self._handle = self.loop.call_later(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        self._handle = None
+        self.producer.poll(0)
+        if self.pending:
+            self._handle = self.loop.call_later(self.interval, self._tick)
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
+        """Run ``callback`` on the loop; a closed loop has nobody left waiting."""
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(callback, *args)
+
+
 class KafkaPublisher:
     """An idempotent producer whose sends complete only when the broker acknowledged them.
 
-    A background thread serves delivery reports, so callers never call ``poll()``
-    after each ``produce()``. ``publish`` and ``publish_many`` are awaitable and
-    raise UnavailableError when the broker did not acknowledge in time.
+    ``publish`` and ``publish_many`` are awaitable and raise (or return) UnavailableError
+    when the broker did not acknowledge in time. Their delivery reports are served on
+    their own event loop, by ``poll(0)`` on a short timer while anything is unacknowledged:
+    a report then completes its request with no thread hand-off, where a poll thread
+    would take the GIL from the busy loop and wake it through its self-pipe per message.
+    A background thread serves the reports of ``produce()`` futures and librdkafka's
+    error callbacks, without blocking in ``poll`` while no such future waits, so it does
+    not take the loop's reports.
     """
 
-    def __init__(self, settings: KafkaSettings, client_id: str, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        client_id: str,
+        loop_poll_interval: float = 0.001,
+        **overrides: Any,
+    ) -> None:
         self._producer = Producer({**producer_config(settings, client_id), **overrides})
+        self._loop_poll_interval = loop_poll_interval
+        self._loop_poller: _LoopPoller | None = None
+        self._futures_waiting = 0
+        self._futures_lock = threading.Lock()
+        self._wake = threading.Event()
         self._running = True
         self._poller = threading.Thread(
             target=self._serve_delivery_reports, daemon=True, name=f"{client_id}-delivery"
@@ -156,19 +203,42 @@ class KafkaPublisher:
 
     def _serve_delivery_reports(self) -> None:
         while self._running:
-            self._producer.poll(0.05)
+            if self._futures_waiting:
+                self._producer.poll(0.05)
+            else:
+                self._producer.poll(0)
+                self._wake.wait(0.05)
+                self._wake.clear()
+
+    def _poller_of_running_loop(self) -> _LoopPoller:
+        loop = asyncio.get_running_loop()
+        poller = self._loop_poller
+        if poller is None or poller.loop is not loop:
+            # A poller whose loop is gone keeps nothing alive but its own messages' callbacks.
+            poller = self._loop_poller = _LoopPoller(self._producer, loop, self._loop_poll_interval)
+        return poller
 
     def produce(self, topic: str, key: Key, value: bytes) -> Future[None]:
         """Queue one message; the future completes on the broker's acknowledgement."""
         future: Future[None] = Future()
 
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
+            with self._futures_lock:
+                self._futures_waiting -= 1
             if error is None:
                 future.set_result(None)
             else:
                 future.set_exception(UnavailableError(f"broker did not acknowledge: {error.str()}"))
 
-        self._produce(topic, key, value, on_delivery)
+        with self._futures_lock:
+            self._futures_waiting += 1
+        try:
+            self._produce(topic, key, value, on_delivery)
+        except UnavailableError:
+            with self._futures_lock:
+                self._futures_waiting -= 1
+            raise
+        self._wake.set()
         return future
 
     def _produce(self, topic: str, key: Key, value: bytes, on_delivery: Any) -> None:
@@ -180,13 +250,16 @@ class KafkaPublisher:
             except BufferError:
                 if time.monotonic() > deadline:
                     raise UnavailableError("producer queue full", retry_after_seconds=1) from None
-                time.sleep(0.01)
+                # Serving reports here frees the queue even when this thread is the only poller.
+                self._producer.poll(0.01)
             except KafkaException as exc:
                 raise UnavailableError(f"produce failed: {exc}") from exc
 
     async def publish(self, topic: str, key: Key, value: bytes) -> None:
         """Send one message and wait for the broker's acknowledgement."""
-        await asyncio.wrap_future(self.produce(topic, key, value))
+        (error,) = await self.publish_many([(topic, key, value)])
+        if error is not None:
+            raise error
 
     async def publish_many(
         self, messages: Sequence[tuple[str, Key, bytes]]
@@ -194,25 +267,28 @@ class KafkaPublisher:
         """Send messages and wait for every acknowledgement; one error (or None) per message."""
         if not messages:
             return []
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        poller = self._poller_of_running_loop()
+        done: asyncio.Future[None] = poller.loop.create_future()
         results: list[Exception | None] = [None] * len(messages)
-        pending = [len(messages)]
-        lock = threading.Lock()
+        remaining = len(messages)
 
-        def finish() -> None:
-            if not done.done():
+        def settle(index: int, error: KafkaError | None, reported: bool = True) -> None:
+            nonlocal remaining
+            if reported:
+                poller.pending -= 1
+            if error is not None:
+                results[index] = UnavailableError(f"broker did not acknowledge: {error.str()}")
+            remaining -= 1
+            if remaining == 0 and not done.done():
                 done.set_result(None)
 
         def callback_for(index: int) -> Any:
             def on_delivery(error: KafkaError | None, _message: Message) -> None:
-                if error is not None:
-                    results[index] = UnavailableError(f"broker did not acknowledge: {error.str()}")
-                with lock:
-                    pending[0] -= 1
-                    last = pending[0] == 0
-                if last:
-                    loop.call_soon_threadsafe(finish)
+                # flush() and a full queue's poll may serve this loop's reports on other threads.
+                if asyncio._get_running_loop() is poller.loop:
+                    settle(index, error)
+                else:
+                    poller.call_soon_threadsafe(settle, index, error)
 
             return on_delivery
 
@@ -220,12 +296,10 @@ class KafkaPublisher:
             try:
                 self._produce(topic, key, value, callback_for(index))
             except UnavailableError as exc:
+                settle(index, None, reported=False)
                 results[index] = exc
-                with lock:
-                    pending[0] -= 1
-                    last = pending[0] == 0
-                if last:
-                    finish()
+                continue
+            poller.sent()
         await done
         return results
 
@@ -238,5 +312,6 @@ class KafkaPublisher:
         """Flush, then stop the delivery-report thread; returns undelivered messages."""
         remaining = self.flush(timeout)
         self._running = False
+        self._wake.set()
         self._poller.join(timeout=2.0)
         return remaining
