@@ -182,15 +182,11 @@ class KafkaPublisher:
     not take the loop's reports.
     """
 
-    def __init__(
-        self,
-        settings: KafkaSettings,
-        client_id: str,
-        loop_poll_interval: float = 0.001,
-        **overrides: Any,
-    ) -> None:
+    LOOP_POLL_SECONDS = 0.001
+    """How often an event loop polls while its messages await reports (adds half that to latency)."""
+
+    def __init__(self, settings: KafkaSettings, client_id: str, **overrides: Any) -> None:
         self._producer = Producer({**producer_config(settings, client_id), **overrides})
-        self._loop_poll_interval = loop_poll_interval
         self._loop_poller: _LoopPoller | None = None
         self._futures_waiting = 0
         self._futures_lock = threading.Lock()
@@ -215,7 +211,7 @@ class KafkaPublisher:
         poller = self._loop_poller
         if poller is None or poller.loop is not loop:
             # A poller whose loop is gone keeps nothing alive but its own messages' callbacks.
-            poller = self._loop_poller = _LoopPoller(self._producer, loop, self._loop_poll_interval)
+            poller = self._loop_poller = _LoopPoller(self._producer, loop, self.LOOP_POLL_SECONDS)
         return poller
 
     def produce(self, topic: str, key: Key, value: bytes) -> Future[None]:
