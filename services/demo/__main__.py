@@ -21,9 +21,8 @@ from services.demo.ground_truth import (
     format_report,
     stitched_leads,
 )
-from services.demo.player import Endpoints, Player
+from services.demo.player import PLAYABLE_CRMS, Endpoints, Player
 from services.demo.simulator import (
-    CRMS,
     GroundTruth,
     SimulationConfig,
     default_end,
@@ -50,6 +49,9 @@ def _service_defaults() -> Endpoints:
         values["crm_ingest_url"] = f"http://{crm.host}:{crm.port}"
         values["generic_secret"] = crm.generic_secret.get_secret_value()
         values["hubspot_secret"] = crm.hubspot_client_secret.get_secret_value()
+        values["salesforce_secret"] = crm.salesforce_flow_secret.get_secret_value()
+        values["salesforce_organization_id"] = crm.salesforce_organization_ids[0]
+        values["salesforce_email_field"] = crm.salesforce_email_field
     except (ImportError, ValueError, AttributeError):
         pass
     return Endpoints(**{**defaults.__dict__, **values})
@@ -94,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--crms",
-        default="generic,hubspot",
-        help=f"comma-separated CRMs the deals come from, of {','.join(CRMS[:2])} "
-        "(default generic,hubspot)",
+        default="generic,hubspot,salesforce",
+        help=f"comma-separated CRMs the deals come from, of {','.join(PLAYABLE_CRMS)} "
+        "(default: all three)",
     )
     parser.add_argument("--collector-url", default=defaults.collector_url)
     parser.add_argument("--crm-ingest-url", default=defaults.crm_ingest_url)
@@ -150,6 +152,9 @@ def _run(args: argparse.Namespace) -> int:
         print("closedloop demo: --batch-size must be between 1 and 500", file=sys.stderr)
         return 2
     crms = tuple(c.strip() for c in args.crms.split(",") if c.strip())
+    if not set(crms) <= set(PLAYABLE_CRMS):
+        print(f"closedloop demo: --crms must be among {','.join(PLAYABLE_CRMS)}", file=sys.stderr)
+        return 2
     config = SimulationConfig(
         end=args.end or default_end(),
         seed=args.seed,
@@ -182,6 +187,9 @@ def _run(args: argparse.Namespace) -> int:
         write_key=args.write_key,
         generic_secret=base.generic_secret,
         hubspot_secret=base.hubspot_secret,
+        salesforce_secret=base.salesforce_secret,
+        salesforce_organization_id=base.salesforce_organization_id,
+        salesforce_email_field=base.salesforce_email_field,
     )
     player = Player(
         endpoints,

@@ -6,7 +6,7 @@ import bisect
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -147,7 +147,10 @@ def _latest_amount(deal: TruthDeal) -> Decimal | None:
 
 
 def conversions(truth: GroundTruth, identity: IdentitySettings) -> list[ExpectedConversion]:
-    """Lead creations and deal stage changes, by the conversion rules of the attributor README.
+    """Lead creations and deal stage changes, by the attributor's conversion rules.
+
+    (As ``services.attributor.journeys.attribute_lead`` documents them; the README of the
+    attributor should carry them too.)
 
     - Lead creation: at the lead's first identification, without amount.
     - Each stage a deal reached is a conversion at the first time it reached it, valued at
@@ -238,7 +241,7 @@ def expected_credits(
 
 @dataclass(frozen=True)
 class StageTotal:
-    """Deals that entered a stage and the sum of their amounts at that moment."""
+    """Deals that reached a stage and the sum of their (latest) amounts."""
 
     deals: int = 0
     amount: Decimal = Decimal("0.00")
@@ -264,7 +267,6 @@ class ExpectedReports:
     unattributed_won_revenue: Decimal  # won deals whose lead has no eligible touchpoint
     leads: int
     touchpoints: int  # stitched touchpoints
-    extras: Mapping[str, int] = field(default_factory=dict)
 
 
 def _group(

@@ -29,6 +29,19 @@ HUBSPOT_STAGES = {
     "closed_won": "closedwon",
     "closed_lost": "closedlost",
 }
+# Canonical stage -> Salesforce's standard Opportunity StageName (mql passes through as is).
+SALESFORCE_STAGES = {
+    "lead": "Prospecting",
+    "sql": "Qualification",
+    "opportunity": "Needs Analysis",
+    "proposal": "Proposal/Price Quote",
+    "negotiation": "Negotiation/Review",
+    "closed_won": "Closed Won",
+    "closed_lost": "Closed Lost",
+}
+# Pipedrive webhooks carry no e-mail (crm_ingest looks it up in Pipedrive's API), so the demo
+# plays the CRMs whose webhooks can name the contact themselves.
+PLAYABLE_CRMS = ("generic", "hubspot", "salesforce")
 _RETRYABLE = frozenset({429, 502, 503, 504})
 
 
@@ -45,6 +58,9 @@ class Endpoints:
     write_key: str = "dev-write-key"  # noqa: S105 - the documented local default
     generic_secret: str = "dev-generic-secret"  # noqa: S105 - the documented local default
     hubspot_secret: str = "dev-hubspot-secret"  # noqa: S105 - the documented local default
+    salesforce_secret: str = "dev-salesforce-secret"  # noqa: S105 - the documented local default
+    salesforce_organization_id: str = "00D000000000062"
+    salesforce_email_field: str = "Contact_Email__c"
 
 
 @dataclass
@@ -108,6 +124,35 @@ def webhook_request(
             "X-HubSpot-Request-Timestamp": str(now_ms),
         }
         return url, body, headers
+    if change.crm == "salesforce":
+        # A record-triggered Flow's HTTP callout with the Opportunity's fields.
+        closed = change.stage in ("closed_won", "closed_lost")
+        opportunity: dict[str, Any] = {
+            "Id": change.deal_id,
+            "Name": change.deal_name,
+            "StageName": SALESFORCE_STAGES.get(change.stage, change.stage),
+            "LastModifiedDate": change.at.astimezone(UTC).isoformat(),
+            "IsClosed": closed,
+            "IsWon": change.stage == "closed_won",
+            endpoints.salesforce_email_field: change.email,
+        }
+        if amount is not None:
+            opportunity["Amount"] = amount
+            opportunity["CurrencyIsoCode"] = change.currency
+        body = json.dumps(
+            {
+                "OrganizationId": endpoints.salesforce_organization_id,
+                "EventId": change.event_id,
+                "Opportunity": opportunity,
+            }
+        ).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Closedloop-Signature": closedloop_signature(
+                endpoints.salesforce_secret, body, int(now)
+            ),
+        }
+        return f"{endpoints.crm_ingest_url}/v1/webhooks/salesforce", body, headers
     payload: dict[str, Any] = {
         "event_id": change.event_id,
         "deal_id": change.deal_id,

@@ -128,7 +128,10 @@ def _nonzero(values: Mapping[tuple[Any, ...], Decimal]) -> dict[tuple[Any, ...],
 def test_reports_match_the_ground_truth_exactly(stack: Stack, tmp_path: Path) -> None:
     simulation = simulate(
         SimulationConfig(
-            end=default_end(), seed=SEED, visitors=VISITORS, crms=("generic", "hubspot")
+            end=default_end(),
+            seed=SEED,
+            visitors=VISITORS,
+            crms=("generic", "hubspot", "salesforce"),
         )
     )
     truth: GroundTruth = simulation.truth

@@ -13,6 +13,7 @@ import pytest
 from services.crm_ingest.crms.base import InboundRequest
 from services.crm_ingest.crms.generic import GenericAdapter
 from services.crm_ingest.crms.hubspot import HubSpotAdapter
+from services.crm_ingest.crms.salesforce import SalesforceAdapter
 from services.demo.__main__ import main
 from services.demo.player import Endpoints, Player, beacon_batches, webhook_request
 from services.demo.simulator import Beacon, SimulationConfig, StageChange, simulate
@@ -79,6 +80,34 @@ def test_hubspot_webhooks_pass_crm_ingests_v3_signature_check_and_parser() -> No
     assert change.amount == Decimal("12500.00") and change.currency == "EUR"
     assert change.occurred_at == datetime(2026, 10, 3, 14, 5, 9, tzinfo=UTC)
     assert change.email == "Jane.Doe@GMail.com"
+
+
+@pytest.mark.parametrize(
+    ("stage", "crm_stage", "won", "lost"),
+    [("sql", "Qualification", False, False), ("closed_lost", "Closed Lost", False, True)],
+)
+def test_salesforce_flow_callouts_pass_crm_ingests_check_and_parser(
+    stage: str, crm_stage: str, won: bool, lost: bool
+) -> None:
+    now = time.time()
+    url, body, headers = webhook_request(_change("salesforce", stage), ENDPOINTS, now)
+    assert url == "http://crm.test/v1/webhooks/salesforce"
+    adapter = SalesforceAdapter(
+        ["00D000000000062"],
+        None,
+        "dev-salesforce-secret",
+        "Contact_Email__c",
+        "RecordTypeId",
+        timedelta(seconds=300),
+    )
+    request = _inbound(url, body, headers, now + 1)
+    adapter.authenticate(request)
+    (change,) = adapter.parse(request).changes
+    assert change.crm_stage == crm_stage
+    assert (change.is_won, change.is_lost) == (won, lost)
+    assert change.email == "Jane.Doe@GMail.com"
+    assert change.amount == Decimal("12500.00")
+    assert change.occurred_at == datetime(2026, 10, 3, 14, 5, 9, tzinfo=UTC)
 
 
 def test_a_stage_without_amount_sends_no_amount_or_currency() -> None:
