@@ -148,6 +148,7 @@ class _LoopPoller:
         self.producer = producer
         self.loop = loop
         self.interval = interval
+        self.thread_id = threading.get_ident()
         self.pending = 0
         self._handle: asyncio.TimerHandle | None = None
 
@@ -162,6 +163,11 @@ class _LoopPoller:
         self.producer.poll(0)
         if self.pending:
             self._handle = self.loop.call_later(self.interval, self._tick)
+
+    def serving(self) -> bool:
+        """True on this loop's thread while the loop can still run callbacks."""
+        # Cheaper than asyncio.get_running_loop(), which makes a getpid() system call.
+        return threading.get_ident() == self.thread_id and not self.loop.is_closed()
 
     def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
         """Run ``callback`` on the loop; a closed loop has nobody left waiting."""
@@ -207,8 +213,10 @@ class KafkaPublisher:
                 self._wake.clear()
 
     def _poller_of_running_loop(self) -> _LoopPoller:
-        loop = asyncio.get_running_loop()
         poller = self._loop_poller
+        if poller is not None and poller.loop.is_running() and poller.serving():
+            return poller
+        loop = asyncio.get_running_loop()
         if poller is None or poller.loop is not loop:
             # A poller whose loop is gone keeps nothing alive but its own messages' callbacks.
             poller = self._loop_poller = _LoopPoller(self._producer, loop, self.LOOP_POLL_SECONDS)
@@ -281,7 +289,7 @@ class KafkaPublisher:
         def callback_for(index: int) -> Any:
             def on_delivery(error: KafkaError | None, _message: Message) -> None:
                 # flush() and a full queue's poll may serve this loop's reports on other threads.
-                if asyncio._get_running_loop() is poller.loop:
+                if poller.serving():
                     settle(index, error)
                 else:
                     poller.call_soon_threadsafe(settle, index, error)
