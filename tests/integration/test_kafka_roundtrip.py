@@ -35,8 +35,6 @@ def test_10000_events_1000_keys_6_partitions_two_consumers(kafka_settings: Kafka
     records = [
         tracking_event(event_id=f"evt-{i}", anonymous_id=f"anon-{i % 1000}") for i in range(10_000)
     ]
-    _publish(kafka_settings, records)
-
     codec = AvroCodec.for_topic(EVENTS_RAW.name)
     topic = kafka_settings.topic(EVENTS_RAW.name)
     group = f"g-{uuid.uuid4().hex[:8]}"
@@ -44,10 +42,20 @@ def test_10000_events_1000_keys_6_partitions_two_consumers(kafka_settings: Kafka
     per_consumer: dict[int, int] = defaultdict(int)
     lock = threading.Lock()
     stop = threading.Event()
+    assigned: dict[int, set[int]] = defaultdict(set)
 
     def consume(consumer_index: int) -> None:
         consumer = Consumer(consumer_config(kafka_settings, group, f"c{consumer_index}"))
-        consumer.subscribe([topic])
+
+        def on_assign(_consumer: Consumer, partitions: list[Any]) -> None:
+            with lock:
+                assigned[consumer_index] |= {p.partition for p in partitions}
+
+        def on_revoke(_consumer: Consumer, partitions: list[Any]) -> None:
+            with lock:
+                assigned[consumer_index] -= {p.partition for p in partitions}
+
+        consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
         try:
             while not stop.is_set():
                 for message in consumer.consume(500, timeout=0.5):
@@ -65,6 +73,14 @@ def test_10000_events_1000_keys_6_partitions_two_consumers(kafka_settings: Kafka
     threads = [threading.Thread(target=consume, args=(i,)) for i in range(2)]
     for thread in threads:
         thread.start()
+    # Publish only once the group has settled with both members, so each must get a share.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with lock:
+            if all(assigned[i] for i in range(2)) and len(assigned[0] | assigned[1]) == 6:
+                break
+        time.sleep(0.1)
+    _publish(kafka_settings, records)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         with lock:
