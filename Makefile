@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: setup browser run test lint format docs bench clean
+.PHONY: setup browser run demo test lint format docs bench clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing closedloop with its dev dependencies"
@@ -31,6 +31,11 @@ browser:
 run: setup
 	@echo "==> starting the local pipeline (Ctrl-C stops everything)"
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho -f Procfile start
+
+# Plays simulated visitors and deals into the stack `make run` started, then prints the reports.
+DEMO_ARGS ?= --visitors 2000
+demo: setup
+	@$(PY) -m services.demo $(DEMO_ARGS) --report
 
 lint: setup
 	$(VENV)/bin/ruff check services schemas tests bench
