@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,14 +13,20 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_DIR = PROJECT_ROOT / ".local"
 
 
+def _local_broker_address() -> str:
+    """The local broker's address, so that moving LOCAL_KAFKA_PORT moves the clients too."""
+    return f"127.0.0.1:{os.environ.get('LOCAL_KAFKA_PORT', '9092')}"
+
+
 class KafkaSettings(BaseSettings):
     """Where the broker is and how to talk to it (env prefix ``KAFKA_``)."""
 
     model_config = SettingsConfigDict(env_prefix="KAFKA_", frozen=True, extra="ignore")
 
     bootstrap_servers: str = Field(
-        default="127.0.0.1:9092",
-        description="Broker list. When unset, `make run` starts a local Apache Kafka here.",
+        default_factory=_local_broker_address,
+        description="Broker list. When unset, `make run` starts a local Apache Kafka on "
+        "127.0.0.1:LOCAL_KAFKA_PORT and every service uses it.",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="librdkafka security.protocol."
