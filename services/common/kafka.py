@@ -160,9 +160,12 @@ class _LoopPoller:
 
     def _tick(self) -> None:
         self._handle = None
-        self.producer.poll(0)
-        if self.pending:
-            self._handle = self.loop.call_later(self.interval, self._tick)
+        try:
+            self.producer.poll(0)
+        finally:
+            # Even if a callback raised: requests still waiting must not wait forever.
+            if self.pending:
+                self._handle = self.loop.call_later(self.interval, self._tick)
 
     def serving(self) -> bool:
         """True on this loop's thread while the loop can still run callbacks."""
