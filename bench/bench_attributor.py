@@ -155,7 +155,7 @@ class Warehouse:
 # Two computations per deal; the older one credited other touchpoints (a late touch or a
 # retraction changed the journey), so its rows are superseded but never merged away.
 GENERATE = """
-INSERT INTO attribution_credits_v2
+INSERT INTO attribution_credits
 SELECT
     concat('lead-', toString(intDiv(number, 180))) AS lead_id,
     concat('deal-', toString(intDiv(number, 180))) AS deal_id,
@@ -184,7 +184,7 @@ FROM numbers({rows})
 def report_latency(settings: ClickHouseSettings, rows: int, repeats: int) -> dict[str, Any]:
     """Generate ``rows`` credits (half superseded) and time the pipeline report against a raw scan."""
     client = get_client(settings, send_receive_timeout=900)
-    for table in ("attribution_credits_v2", "attribution_runs"):
+    for table in ("attribution_credits", "attribution_runs"):
         client.command(f"TRUNCATE TABLE {table}")
     start = time.perf_counter()
     client.command(
@@ -205,7 +205,7 @@ def report_latency(settings: ClickHouseSettings, rows: int, repeats: int) -> dic
     # Baseline: the same aggregation over the raw table, counting superseded rows too.
     raw_sql = report.sql.replace("FROM report_pipeline", "FROM (SELECT *, credit AS deals, "
         "attributed_amount AS amount, attributed_amount AS open_amount, attributed_amount AS "
-        "won_amount, attributed_amount AS lost_amount FROM attribution_credits_v2)")  # fmt: skip
+        "won_amount, attributed_amount AS lost_amount FROM attribution_credits)")  # fmt: skip
 
     def timed(sql: str) -> list[float]:
         samples = []
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     print(latency, flush=True)
     lines += [
         "",
-        f"Report query over {latency['rows']:,} rows of `attribution_credits_v2` (two computations "
+        f"Report query over {latency['rows']:,} rows of `attribution_credits` (two computations "
         f"per deal, so {latency['current']:,} current), through the embedded warehouse over HTTP: "
         "`closedloop report pipeline --model linear --stage proposal --by channel` "
         "(`report_pipeline` -> `attribution_credits_current`: FINAL + newest run per deal).",

@@ -208,7 +208,7 @@ class Deal:
 
 
 class CreditFact(NamedTuple):
-    """One row of attribution_credits_v2 (field order = column order).
+    """One row of attribution_credits (field order = column order).
 
     A NamedTuple, not a frozen dataclass: a 100-touch journey yields ~900 of these per
     conversion, and a tuple is built several times faster and is already the row.

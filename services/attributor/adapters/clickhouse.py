@@ -56,7 +56,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("deal_stage_history", STAGE_COLUMNS),
     ("deals", DEAL_COLUMNS),
     ("leads", LEAD_COLUMNS),
-    ("attribution_credits_v2", CREDIT_COLUMNS),
+    ("attribution_credits", CREDIT_COLUMNS),
     ("attribution_runs", RUN_COLUMNS),
 )
 
@@ -154,7 +154,7 @@ class ClickHouseSink:
         self._rows["identity_links"].append(link_row(link))
 
     def add_attribution(self, attribution: Attribution) -> None:
-        self._rows["attribution_credits_v2"].extend(attribution.credits)
+        self._rows["attribution_credits"].extend(attribution.credits)
         self._rows["attribution_runs"].extend(_fact_row(r) for r in attribution.runs)
         self._rows["deals"].extend(_fact_row(d) for d in attribution.deals)
         if attribution.lead is not None:
