@@ -100,16 +100,6 @@ class _Consumer(aiokafka_driver.Consumer):
     def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        # faust forgets which offsets were acknowledged as soon as partitions are revoked
-        # (every rebalance revokes all of them), but under exactly_once it keeps the open
-        # transactions of the partitions the worker keeps; with nothing left to commit,
-        # such a transaction hung until the broker aborted it and its touchpoints were
-        # lost. Commit what was processed while faust still knows it.
-        if self.in_transaction:
-            await self.commit()
-        await super().on_partitions_revoked(revoked)
-
 
 def create_app(settings: StitcherSettings) -> faust.App:
     """The faust app with its table and agent; nothing connects until a worker starts it."""
