@@ -501,7 +501,7 @@ def render(
         "",
         f"`.venv/bin/python -m bench.bench_pipeline --visitors {args.visitors} --probes {args.probes} "
         f"--probe-rate {args.probe_rate:g}`: the whole stack as processes (local Apache Kafka, "
-        "embedded warehouse, collector, 1 stitcher worker (faust, exactly-once), crm_ingest, 1 "
+        "embedded warehouse, collector, 1 stitcher worker (exactly-once), crm_ingest, 1 "
         "attributor worker) fed by `closedloop demo`'s simulator over HTTP (4 connections, 200 "
         "events per request), all on the same 2 cores.",
         "",

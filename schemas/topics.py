@@ -75,6 +75,19 @@ CRM_INVALID = Topic(
     consumers=(),
 )
 
+# The stitcher's own state changelog: MessagePack AnonymousState per anonymous ID, written
+# in the partition of the event it came from (so co-partitioned with events.raw), inside
+# the same transaction as the stitcher's outputs. Internal: not Avro, not in ALL_TOPICS.
+STITCHER_STATE = Topic(
+    name="stitcher.state",
+    key="anonymous_id",
+    value_schema="closedloop.internal.AnonymousState (MessagePack)",
+    producers=("stitcher",),
+    consumers=("stitcher",),
+    copartition_group="anonymous_id",
+    compacted=True,
+)
+
 ALL_TOPICS: tuple[Topic, ...] = (
     EVENTS_RAW,
     EVENTS_INVALID,

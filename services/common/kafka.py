@@ -30,7 +30,7 @@ def producer_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
         "client.id": client_id,
         "enable.idempotence": True,
         "acks": "all",
-        # The Java client's partitioner (also aiokafka's, so faust's): topics joined by key
+        # The Java client's partitioner (also Kafka Streams' and aiokafka's): topics joined by key
         # stay co-partitioned whichever client wrote them; librdkafka defaults to CRC32.
         "partitioner": "murmur2_random",
         "linger.ms": settings.linger_ms,

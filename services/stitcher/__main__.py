@@ -3,46 +3,44 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
+import threading
 
-from schemas.topics import EVENTS_RAW, IDENTITY_LINKS, TOUCHPOINTS_STITCHED
+from schemas.topics import EVENTS_RAW, IDENTITY_LINKS, STITCHER_STATE, TOUCHPOINTS_STITCHED
+from services.common.errors import ClosedloopError
 from services.common.kafka import ensure_topics
 from services.common.logging import configure_logging
-from services.stitcher.app import (
-    build_worker,
-    create_app,
-    ensure_internal_topics,
-    mark_clean_shutdown,
-    prepare_local_state,
-)
 from services.stitcher.settings import get_settings
+from services.stitcher.worker import StitcherWorker
 
 log = logging.getLogger("services.stitcher")
 
 
-def main() -> None:
-    """Create the topics if missing, then run one faust worker until it is stopped."""
+def main(argv: list[str] | None = None) -> int:
+    """Create the topics if missing, then stitch until SIGTERM/SIGINT."""
     settings = get_settings()
     configure_logging(settings.log_level)
-    ensure_topics(settings.kafka, (EVENTS_RAW, IDENTITY_LINKS, TOUCHPOINTS_STITCHED))
-    app = create_app(settings)
-    ensure_internal_topics(app, settings)
-    log.info(
-        "stitcher starting",
-        extra={
-            "bootstrap_servers": settings.kafka.bootstrap_servers,
-            "group": app.conf.id,
-            "processing_guarantee": settings.processing_guarantee,
-            "store": settings.store,
-        },
-    )
-    prepare_local_state(app, settings)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
-        build_worker(app, settings).execute_from_commandline()
-    except SystemExit as stop:
-        if stop.code in (0, None):
-            mark_clean_shutdown(settings)
-        raise
+        ensure_topics(
+            settings.kafka, (EVENTS_RAW, IDENTITY_LINKS, TOUCHPOINTS_STITCHED, STITCHER_STATE)
+        )
+        log.info(
+            "stitcher starting",
+            extra={
+                "bootstrap_servers": settings.kafka.bootstrap_servers,
+                "group": settings.kafka.topic(settings.consumer_group),
+            },
+        )
+        StitcherWorker(settings, stop_requested=stop.is_set).run()
+    except ClosedloopError as exc:
+        log.error("stitcher failed", extra={"error": str(exc)})
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

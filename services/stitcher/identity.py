@@ -209,7 +209,7 @@ def _stitch_sessions(
 
 @dataclass(frozen=True)
 class AnonymousState:
-    """What the stitcher keeps per anonymous ID (a faust table value).
+    """What the stitcher keeps per anonymous ID (a stitcher.state changelog value).
 
     ``emitted`` maps each touchpoint currently published to (lead ID, first event ID),
     so the next event's recomputation publishes only the difference. ``horizon`` is
@@ -394,7 +394,7 @@ _DECODER = msgspec.msgpack.Decoder(AnonymousState)
 
 
 def encode_state(state: AnonymousState) -> bytes:
-    """The state as compact MessagePack (the faust table's value bytes)."""
+    """The state as compact MessagePack (the stitcher.state value bytes)."""
     return _ENCODER.encode(state)
 
 

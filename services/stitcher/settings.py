@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.settings import LOCAL_DIR, IdentitySettings, KafkaSettings
+from services.common.settings import IdentitySettings, KafkaSettings
 from services.stitcher.identity import DAY_MS, StitchConfig
 
 
@@ -18,9 +16,7 @@ class StitcherSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="STITCHER_", frozen=True, extra="ignore")
 
-    consumer_group: str = Field(
-        default="closedloop-stitcher", description="faust app id / consumer group."
-    )
+    consumer_group: str = Field(default="closedloop-stitcher", description="Kafka consumer group.")
     log_level: str = Field(default="INFO", description="Log level.")
     session_timeout_minutes: int = Field(
         default=30, ge=1, description="Inactivity after which the next hit opens a new session."
@@ -50,21 +46,25 @@ class StitcherSettings(BaseSettings):
         description="Comma-separated domains of the tracked sites (and their subdomains): "
         "internal, never referrals.",
     )
-    processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
-        default="exactly_once",
-        description="exactly_once uses Kafka transactions (outputs, state changelog and offsets "
-        "commit together); at_least_once may re-emit after a crash, with identical IDs.",
+    instance_id: str = Field(
+        default="",
+        description="Stable name of this worker (e.g. the pod name of a StatefulSet): its "
+        "transactional ID, so a restart aborts the crashed run's open transaction at once. "
+        "Empty: a random one, and the broker aborts it after the transaction timeout.",
     )
-    store: str = Field(
-        default="memory://",
-        description="faust table store: memory:// (state rebuilt from the changelog at start) "
-        "or rocksdb:// (local RocksDB through rocksdict, faster restarts).",
+    batch_max_events: int = Field(
+        default=1000, ge=1, description="Most events stitched in one transaction."
     )
-    data_dir: Path = Field(
-        default=LOCAL_DIR / "stitcher", description="faust data directory (RocksDB tables)."
+    transaction_timeout_seconds: float = Field(
+        default=10.0,
+        ge=1,
+        description="How long the broker keeps a crashed worker's open transaction before "
+        "aborting it; downstream read_committed readers wait at most this long.",
     )
     commit_interval_seconds: float = Field(
-        default=1.0, gt=0, description="How often offsets (and transactions) are committed."
+        default=0.5,
+        gt=0,
+        description="Longest wait for a batch before its transaction commits (latency bound).",
     )
     group_session_timeout_seconds: float = Field(
         default=60.0,
@@ -77,12 +77,6 @@ class StitcherSettings(BaseSettings):
     )
     group_rebalance_timeout_seconds: float = Field(
         default=60.0, gt=0, description="How long a rebalance waits for every member to rejoin."
-    )
-    standby_replicas: int = Field(
-        default=1,
-        ge=0,
-        description="Standby copies of each table partition kept warm on other workers, "
-        "so a failover does not wait for a full changelog replay.",
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)

@@ -37,7 +37,6 @@ def test_procfile_starts_the_stack_and_ctrl_c_leaves_no_process(tmp_path: Path) 
         "COLLECTOR_SPOOL_DIR": str(tmp_path / "spool"),
         "CRM_INGEST_PORT": str(ports["crm"]),
         "CRM_INGEST_DEDUPE_PATH": str(tmp_path / "dedupe.sqlite3"),
-        "STITCHER_DATA_DIR": str(tmp_path / "stitcher"),
     }
     # Unset, so that make run starts its own broker and every client follows LOCAL_KAFKA_PORT.
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)

@@ -1,4 +1,4 @@
-"""The stitcher as a real faust worker process on the real broker: devices, crashes, rebalances."""
+"""The stitcher as a real worker process on the real broker: devices, crashes, rebalances."""
 
 from __future__ import annotations
 
@@ -156,7 +156,6 @@ def stitcher_env(kafka: KafkaSettings, data_dir: Path, **extra: str) -> dict[str
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "KAFKA_PARTITIONS": str(kafka.partitions),
-        "STITCHER_DATA_DIR": str(data_dir),
         "STITCHER_COMMIT_INTERVAL_SECONDS": "0.3",
         "STITCHER_GROUP_SESSION_TIMEOUT_SECONDS": "6",
         "STITCHER_GROUP_HEARTBEAT_SECONDS": "0.5",
@@ -287,7 +286,7 @@ def test_three_sessions_on_two_devices_become_one_leads_journey(
 
 
 def assert_copartitioned(kafka: KafkaSettings, outputs: Outputs) -> None:
-    """faust's writes land where confluent-kafka (murmur2_random) puts the same key."""
+    """The stitcher's writes land where crm_ingest's (murmur2_random) put the same key."""
     producer = Producer(producer_config(kafka, "partition-probe"))
     placed: dict[tuple[str, bytes], int] = {}
 
@@ -330,41 +329,29 @@ def assert_converged(outputs: Outputs, expected: dict[Key, str], timeout: float)
     assert_duplicates_identical(outputs)
 
 
-@pytest.mark.xfail(
-    reason="faust-streaming 0.15.3 loses open transactions on a rebalance or restart under load (see services/stitcher/README.md); issue 5 stays open",
-    strict=False,
-)
-@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_kill_9_mid_stream_and_restart_lose_no_touchpoint(
     kafka_settings: KafkaSettings,
     service_processes: Callable[..., ServiceProcess],
     tmp_path: Path,
-    store: str,
 ) -> None:
     records = visitors(150, seed=1)
     expected = expected_touchpoints(records)
     assert len(expected) > 100
     outputs = Outputs(kafka_settings)
     try:
-        worker = start_worker(
-            service_processes, kafka_settings, tmp_path, "w", STITCHER_STORE=store
-        )
+        worker = start_worker(service_processes, kafka_settings, tmp_path, "w")
         third = len(records) // 3
         produce(kafka_settings, records[:third])
         outputs.wait_for(lambda: len(outputs.touchpoints) > 0, 60, "first touchpoints")
         produce(kafka_settings, records[third : 2 * third])
         worker.kill()  # SIGKILL while the second third is being stitched
         produce(kafka_settings, records[2 * third :])
-        start_worker(service_processes, kafka_settings, tmp_path, "w", STITCHER_STORE=store)
+        start_worker(service_processes, kafka_settings, tmp_path, "w")
         assert_converged(outputs, expected, 90)
     finally:
         outputs.close()
 
 
-@pytest.mark.xfail(
-    reason="faust-streaming 0.15.3 loses open transactions on a rebalance or restart under load (see services/stitcher/README.md); issue 5 stays open",
-    strict=False,
-)
 def test_two_workers_with_a_rebalance_mid_stream_give_the_same_output_as_one(
     kafka_settings: KafkaSettings,
     service_processes: Callable[..., ServiceProcess],

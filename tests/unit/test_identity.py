@@ -81,7 +81,7 @@ class Stitcher:
             observation = observe(record, RULES, IDENTITY)
             anonymous_id = record["anonymous_id"]
             state = self.states.get(anonymous_id, AnonymousState())
-            # Round-trip the state through its table encoding, as the faust table does.
+            # Round-trip the state through its changelog encoding, as a restore does.
             state = decode_state(encode_state(state))
             step: Step = apply_event(
                 state, anonymous_id, observation.hit, observation.identification, self.config
