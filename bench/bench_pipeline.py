@@ -542,7 +542,15 @@ def render(
         "client generating and posting the traffic; the collector alone takes far more "
         "(section `collector`). Scaling: more stitcher workers (events.raw has 6 partitions)."
         if slowest == "stitcher"
-        else "The attributor limited this run: see its own section for its per-event cost.",
+        else "Why (when the attributor finishes last): it is the last stage, so it can only finish "
+        "after the stitcher, and on each batch it recomputes every conversion of the leads the "
+        "batch touches under all nine models (exact Fraction/Decimal arithmetic, see section "
+        "`Attributor`) and waits for ClickHouse to acknowledge its inserts before committing; "
+        f"alone it drains {attributor_rate:,.0f} msg/s, {ratio(attributor_rate, touch_rate)} of "
+        "a bare consumer on touchpoints.stitched. When it finishes within a second or two of its input, "
+        "as here, the pipeline is effectively bound by the HTTP intake, which includes the "
+        "Python client generating and posting the traffic on the same 2 cores (the collector "
+        "alone takes far more: section `collector`).",
         "",
         f"**Latency** with {lat.rate:g} beacons/s and {lat.rate:g} webhooks/s (each beacon a new "
         "session of an identified visitor, each webhook a new opportunity of a known lead; "
