@@ -150,7 +150,7 @@ def assert_duplicates_identical(outputs: Outputs) -> None:
         assert seen.setdefault(key, record) == record
 
 
-def stitcher_env(kafka: KafkaSettings, data_dir: Path, **extra: str) -> dict[str, str]:
+def stitcher_env(kafka: KafkaSettings, **extra: str) -> dict[str, str]:
     """The worker's environment; group timings tuned down so crashes and rebalances are quick."""
     return {
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -173,12 +173,11 @@ def ready_count(proc: ServiceProcess) -> int:
 def start_worker(
     service_processes: Callable[..., ServiceProcess],
     kafka: KafkaSettings,
-    tmp_path: Path,
     name: str,
     **extra: str,
 ) -> ServiceProcess:
     proc: ServiceProcess = service_processes(
-        "services.stitcher", stitcher_env(kafka, tmp_path / name, **extra), name=name
+        "services.stitcher", stitcher_env(kafka, **extra), name=name
     )
     before = ready_count(proc)
     return proc.start(ready=lambda: ready_count(proc) > before, timeout=60)
@@ -248,7 +247,7 @@ def test_three_sessions_on_two_devices_become_one_leads_journey(
     ]
     outputs = Outputs(kafka_settings)
     try:
-        start_worker(service_processes, kafka_settings, tmp_path, "worker")
+        start_worker(service_processes, kafka_settings, "worker")
         produce(kafka_settings, records)
         outputs.wait_for(lambda: len(outputs.net()) == 1, 60, "the phone's touchpoint")
         assert channels_of(outputs.net()) == {(next(iter(outputs.net()))[0], lead): "EMAIL"}
@@ -339,14 +338,14 @@ def test_kill_9_mid_stream_and_restart_lose_no_touchpoint(
     assert len(expected) > 100
     outputs = Outputs(kafka_settings)
     try:
-        worker = start_worker(service_processes, kafka_settings, tmp_path, "w")
+        worker = start_worker(service_processes, kafka_settings, "w")
         third = len(records) // 3
         produce(kafka_settings, records[:third])
         outputs.wait_for(lambda: len(outputs.touchpoints) > 0, 60, "first touchpoints")
         produce(kafka_settings, records[third : 2 * third])
         worker.kill()  # SIGKILL while the second third is being stitched
         produce(kafka_settings, records[2 * third :])
-        start_worker(service_processes, kafka_settings, tmp_path, "w")
+        start_worker(service_processes, kafka_settings, "w")
         assert_converged(outputs, expected, 90)
     finally:
         outputs.close()
@@ -361,12 +360,12 @@ def test_two_workers_with_a_rebalance_mid_stream_give_the_same_output_as_one(
     expected = expected_touchpoints(records)
     outputs = Outputs(kafka_settings)
     try:
-        first = start_worker(service_processes, kafka_settings, tmp_path, "w1")
+        first = start_worker(service_processes, kafka_settings, "w1")
         third = len(records) // 3
         produce(kafka_settings, records[:third])
         outputs.wait_for(lambda: len(outputs.touchpoints) > 0, 60, "first touchpoints")
         # A second worker joins mid-stream: the group rebalances, partitions and state move.
-        second = start_worker(service_processes, kafka_settings, tmp_path, "w2")
+        second = start_worker(service_processes, kafka_settings, "w2")
         produce(kafka_settings, records[third : 2 * third])
         outputs.wait_for(lambda: ready_count(first) >= 2, 60, "the first worker's rebalance")
         # Then the first one leaves gracefully: everything moves to the second.
