@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote_plus
 
 import msgspec
@@ -59,8 +59,42 @@ class Device:
     is_bot: bool
 
 
-@dataclass(frozen=True)
-class RequestFacts:
+class RandomUuids:
+    """Random (version 4) UUID strings, drawing on os.urandom once per 256 of them.
+
+    ``uuid.uuid4()`` makes a system call and builds a UUID object per ID, a tenth of a
+    single-event request's time in the collector; this gives the same 122 random bits
+    per ID for a fifth of the cost. The pool is dropped in forked children so no two
+    processes hand out the same IDs.
+    """
+
+    _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+    def __init__(self, per_refill: int = 256) -> None:
+        self._refill_bytes = 16 * per_refill
+        self._pool = b""
+        self._next = 0
+
+    def forget(self) -> None:
+        """Drop the pooled random bytes (a forked child must not reuse its parent's)."""
+        self._pool = b""
+        self._next = 0
+
+    def __call__(self) -> str:
+        start = self._next
+        if start >= len(self._pool):
+            self._pool = os.urandom(self._refill_bytes)
+            start = 0
+        self._next = start + 16
+        h = self._pool[start : start + 16].hex()
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{self._VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+new_event_id = RandomUuids()
+os.register_at_fork(after_in_child=new_event_id.forget)
+
+
+class RequestFacts(NamedTuple):
     """Facts about the request an event came in, known to the collector, not the client."""
 
     site_id: str
@@ -68,7 +102,7 @@ class RequestFacts:
     ip: str | None = None
     user_agent: str | None = None
     batch_sent_at: Moment | None = None
-    new_event_id: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
+    new_event_id: Callable[[], str] = new_event_id
 
 
 @lru_cache(maxsize=65536)
@@ -161,7 +195,7 @@ def _query(url: str | None) -> dict[str, str]:
     for pair in query.split("&"):
         key, _, value = pair.partition("=")
         if key in _CAMPAIGN_KEYS and value and key not in found:
-            found[key] = unquote_plus(value)
+            found[key] = unquote_plus(value) if "%" in value or "+" in value else value
     return found
 
 
@@ -195,8 +229,7 @@ def enrich(event: Event, facts: RequestFacts) -> dict[str, Any]:
         raise _reject("currency", "an ISO 4217 currency is required with value")
 
     query = _query(event.url)
-    utm = {name: getattr(event, name) or query.get(name) for name in UTM_FIELDS}
-    click_ids = {name: query[name] for name in CLICK_ID_NAMES if name in query}
+    click_ids = {name: query[name] for name in CLICK_ID_NAMES if name in query} if query else {}
     if event.click_ids is not None:
         click_ids.update(
             (name, getattr(event.click_ids, name))
@@ -216,7 +249,11 @@ def enrich(event: Event, facts: RequestFacts) -> dict[str, Any]:
         "url": event.url,
         "title": event.title,
         "referrer": event.referrer,
-        **utm,
+        "utm_source": event.utm_source or query.get("utm_source"),
+        "utm_medium": event.utm_medium or query.get("utm_medium"),
+        "utm_campaign": event.utm_campaign or query.get("utm_campaign"),
+        "utm_term": event.utm_term or query.get("utm_term"),
+        "utm_content": event.utm_content or query.get("utm_content"),
         "click_ids": click_ids,
         "event_name": event.event_name,
         "email": email,

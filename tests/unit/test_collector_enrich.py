@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -10,8 +12,10 @@ import pytest
 
 from services.collector.enrich import (
     EventRejected,
+    RandomUuids,
     RequestFacts,
     enrich,
+    new_event_id,
     parse_device,
     parse_moment,
     truncate_ip,
@@ -127,9 +131,43 @@ def test_campaign_fields_from_url_unless_given() -> None:
     assert record["url"] == url
 
 
+def test_urls_without_campaign_parameters_give_none() -> None:
+    record = enrich(_event(url="https://e.com/p?page=2&q=a+b#x"), _facts())
+    assert record["click_ids"] == {}
+    assert [record[name] for name in ("utm_source", "utm_medium", "utm_campaign")] == [None] * 3
+
+
 def test_event_id_kept_or_generated() -> None:
     assert enrich(_event(event_id="client-1"), _facts())["event_id"] == "client-1"
     assert enrich(_event(), _facts())["event_id"] == "generated"
+    generated = enrich(_event(), RequestFacts(site_id="s", received_at_ms=RECEIVED))["event_id"]
+    assert uuid.UUID(generated).version == 4
+
+
+def test_generated_ids_are_canonical_random_uuids() -> None:
+    ids = RandomUuids(per_refill=8)
+    drawn = [ids() for _ in range(5000)]  # many refills of the pool
+    assert len(set(drawn)) == len(drawn)
+    for value in drawn:
+        parsed = uuid.UUID(value)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, value)
+    assert {value[19] for value in drawn} == set("89ab")
+    fixed = (8, 13, 14, 18, 23)  # dashes and the version digit
+    assert all(len({value[i] for value in drawn}) > 1 for i in range(36) if i not in fixed)
+
+
+def test_forked_children_do_not_reuse_the_parents_pool() -> None:
+    new_event_id()  # the shared generator's pool now holds 255 more IDs
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(writer, new_event_id().encode())
+        os._exit(0)
+    os.close(writer)
+    from_child = os.read(reader, 64).decode()
+    os.waitpid(child, 0)
+    assert uuid.UUID(from_child).version == 4
+    assert from_child != new_event_id()  # without the at-fork hook both draw the same next ID
 
 
 @pytest.mark.parametrize(
