@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     uvicorn.run(
         "services.collector.app:app_from_environment",
         factory=True,
+        http="services.collector.http:CoalescingHttpToolsProtocol",
         host=settings.host,
         port=settings.port,
         workers=workers,
