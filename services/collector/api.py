@@ -108,7 +108,7 @@ class Pipeline:
     invalid_codec: AvroCodec = field(default_factory=lambda: AvroCodec.for_topic("events.invalid"))
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
     all_origins: tuple[str, ...] = ()
-    raw_encoder: RecordEncoder | None = None
+    raw_encoder: RecordEncoder = field(init=False)
 
     def __post_init__(self) -> None:
         self.raw_encoder = RecordEncoder(self.raw_codec, _sample_record())
@@ -120,7 +120,6 @@ class Pipeline:
 
     def encode_raw(self, record: dict[str, Any]) -> bytes:
         """The events.raw value of an enriched record."""
-        assert self.raw_encoder is not None
         return self.raw_encoder.encode(record)
 
     def rate_wait(self, write_key: str, key: WriteKey, cost: int) -> float:
@@ -358,14 +357,13 @@ class EventsEndpoint:
             await self._copy_invalid(problem, b"", known, headers)
             raise HttpError(415, problem)
         limit = settings.max_batch_bytes
-        too_large = Problem(
-            "too_large", "body", f"request body larger than {limit} bytes (the batch limit)"
-        )
-        if headers.content_length is not None and headers.content_length > limit:
-            await self._copy_invalid(too_large, b"", known, headers)
-            raise HttpError(413, too_large)
-        body = await read_body(receive, limit)
+        body = None
+        if headers.content_length is None or headers.content_length <= limit:
+            body = await read_body(receive, limit)
         if body is None:
+            too_large = Problem(
+                "too_large", "body", f"request body larger than {limit} bytes (the batch limit)"
+            )
             await self._copy_invalid(too_large, b"", known, headers)
             raise HttpError(413, too_large)
 
@@ -447,7 +445,9 @@ class EventsEndpoint:
                     problem = exc.problem
                 else:
                     event_ids.append(record["event_id"])
-                    messages.append((pipeline.raw_topic, anonymous_id, pipeline.encode_raw(record)))
+                    messages.append(
+                        (pipeline.raw_topic, anonymous_id, pipeline.raw_encoder.encode(record))
+                    )
                     continue
             else:
                 problem = member

@@ -19,6 +19,7 @@ from services.common.errors import ConfigurationError, UnavailableError
 from services.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+_thread_id = threading.get_ident
 
 Key = str | bytes | None
 
@@ -170,7 +171,7 @@ class _LoopPoller:
     def serving(self) -> bool:
         """True on this loop's thread while the loop can still run callbacks."""
         # Cheaper than asyncio.get_running_loop(), which makes a getpid() system call.
-        return threading.get_ident() == self.thread_id and not self.loop.is_closed()
+        return _thread_id() == self.thread_id and not self.loop.is_closed()
 
     def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
         """Run ``callback`` on the loop; a closed loop has nobody left waiting."""
@@ -249,13 +250,15 @@ class KafkaPublisher:
         return future
 
     def _produce(self, topic: str, key: Key, value: bytes, on_delivery: Any) -> None:
-        deadline = time.monotonic() + 5.0
+        deadline = None
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
                 return
             except BufferError:
-                if time.monotonic() > deadline:
+                if deadline is None:
+                    deadline = time.monotonic() + 5.0
+                elif time.monotonic() > deadline:
                     raise UnavailableError("producer queue full", retry_after_seconds=1) from None
                 # Serving reports here frees the queue even when this thread is the only poller.
                 self._producer.poll(0.01)

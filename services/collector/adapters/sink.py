@@ -85,9 +85,9 @@ class SpoolingSink:
         started = time.perf_counter()
         results = await self.publisher.publish_many(messages)
         self._on_publish_seconds(time.perf_counter() - started)
-        failed = [message for message, error in zip(messages, results, strict=True) if error]
-        if not failed:
+        if not any(results):
             return Outcome.ACKNOWLEDGED
+        failed = [message for message, error in zip(messages, results, strict=True) if error]
         self._broker_down = True
         log.warning("broker did not acknowledge; spooling", extra={"messages": len(failed)})
         await self._spool_messages(failed)
