@@ -159,7 +159,7 @@ class Pipeline:
         return (self.invalid_topic, anonymous_id, value)
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestHeaders:
     """The few headers the hot path reads, picked in one pass."""
 
