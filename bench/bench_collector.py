@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -102,7 +103,36 @@ def _bodies(path: Path, batch: int) -> Path:
     return path
 
 
-def _wrk(url: str, bodies: Path, script: Path, seconds: int, connections: int) -> dict[str, Any]:
+def _tree_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` and its living descendants (Linux /proc)."""
+    ticks: dict[int, int] = {}
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited while we looked
+        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])  # utime, stime
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        total += ticks.get(current, 0)
+        stack.extend(children.get(current, []))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(
+    url: str,
+    bodies: Path,
+    script: Path,
+    seconds: int,
+    connections: int,
+    cpu_of: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """One wrk run; with ``cpu_of`` (name -> pid) also CPU microseconds per request of each."""
     command = [
         "wrk",
         "-t2",
@@ -116,12 +146,24 @@ def _wrk(url: str, bodies: Path, script: Path, seconds: int, connections: int) -
         "--",
         str(bodies),
     ]
+    cpu_of = cpu_of or {}
+    before = {name: _tree_cpu_seconds(pid) for name, pid in cpu_of.items()}
+    load_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    load_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after = {name: _tree_cpu_seconds(pid) for name, pid in cpu_of.items()}
     found = re.search(r"RESULT (\{.*\})", output)
     if not found:
         raise RuntimeError(f"wrk printed no result:\n{output}")
     result: dict[str, Any] = json.loads(found.group(1))
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    requests = max(result["requests"], 1)
+    cpu = {name: (after[name] - before[name]) * 1e6 / requests for name in cpu_of}
+    load_seconds = (load_after.ru_utime + load_after.ru_stime) - (
+        load_before.ru_utime + load_before.ru_stime
+    )
+    cpu["wrk"] = load_seconds * 1e6 / requests
+    result["cpu_us"] = cpu
     return result
 
 
@@ -136,9 +178,7 @@ def _accepted(url: str) -> float:
     )
 
 
-def _run_bare(
-    workers: int, single: Path, script: Path, seconds: int, connections: int
-) -> dict[str, Any]:
+def _start_bare(workers: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -146,6 +186,8 @@ def _run_bare(
             "-m",
             "uvicorn",
             "bench.bench_collector:bare_app",
+            "--host",
+            "127.0.0.1",
             "--port",
             str(port),
             "--workers",
@@ -156,30 +198,18 @@ def _run_bare(
         ],
         cwd=ROOT,
     )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_http(url + "/")
-        print(f"bare ASGI 204, {workers} worker(s): warm-up and run ...", flush=True)
-        _wrk(url + "/v1/events", single, script, 3, connections)
-        result = _wrk(url + "/v1/events", single, script, seconds, connections)
-        print(f"  {result['rps']:,.0f} requests/s", flush=True)
-        return result
-    finally:
-        process.terminate()
-        process.wait(30)
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url + "/")
+    return process, url
 
 
-def _run_collector(
-    workers: int,
-    loads: list[tuple[str, Path, int]],
-    script: Path,
-    args: argparse.Namespace,
-    bootstrap_servers: str,
-    spool: Path,
-) -> dict[str, dict[str, Any]]:
+def _start_collector(
+    workers: int, args: argparse.Namespace, bootstrap_servers: str, spool: Path
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
+        "COLLECTOR_HOST": "127.0.0.1",
         "COLLECTOR_PORT": str(port),
         "COLLECTOR_WORKERS": str(workers),
         "COLLECTOR_SPOOL_DIR": str(spool),
@@ -188,32 +218,117 @@ def _run_collector(
         "KAFKA_LINGER_MS": str(args.linger_ms),
     }
     process = subprocess.Popen([sys.executable, "-m", "services.collector"], cwd=ROOT, env=env)
-    results: dict[str, dict[str, Any]] = {}
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url + "/readyz")
+    return process, url
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median request rate (its latencies and CPU come with it)."""
+    return sorted(runs, key=lambda run: run["rps"])[len(runs) // 2]
+
+
+def _measure_workers(
+    workers: int,
+    single: Path,
+    batch: Path,
+    script: Path,
+    args: argparse.Namespace,
+    broker: LocalKafka,
+    spool: Path,
+    broker_warmup: int,
+) -> dict[str, Any]:
+    """Bare and collector runs for one worker count, in rounds that alternate the two apps."""
+    assert broker.process is not None
+    bare, bare_url = _start_bare(workers)
+    collector, collector_url = _start_collector(workers, args, broker.bootstrap_servers, spool)
+    events_url = "/v1/events"
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_http(url + "/readyz")
-        for name, bodies, per_request in loads:
-            print(f"collector {name}, {workers} worker(s): warm-up and run ...", flush=True)
-            _wrk(url + "/v1/events", bodies, script, 3, args.connections)
-            before = _accepted(url)
-            result = _wrk(url + "/v1/events", bodies, script, args.seconds, args.connections)
-            result["events_per_s"] = (_accepted(url) - before) / (result["duration_us"] / 1e6)
-            result["per_request"] = per_request
-            results[name] = result
+        if broker_warmup:
+            # A fresh JVM compiles Kafka's produce path for its first minute of load, at the
+            # cost of a core shared with everything else here; a broker in service is past that.
+            print(f"warming up the broker's JIT ({broker_warmup} s of load) ...", flush=True)
+            _wrk(collector_url + events_url, single, script, broker_warmup, args.connections)
+        print(f"{workers} worker(s): warming up both apps ...", flush=True)
+        _wrk(bare_url + events_url, single, script, args.warmup, args.connections)
+        _wrk(collector_url + events_url, single, script, args.warmup, args.connections)
+        bare_runs: list[dict[str, Any]] = []
+        single_runs: list[dict[str, Any]] = []
+        for round_number in range(1, args.rounds + 1):
+            bare_run = _wrk(
+                bare_url + events_url,
+                single,
+                script,
+                args.seconds,
+                args.connections,
+                {"server": bare.pid},
+            )
+            accepted_before = _accepted(collector_url)
+            single_run = _wrk(
+                collector_url + events_url,
+                single,
+                script,
+                args.seconds,
+                args.connections,
+                {"server": collector.pid, "broker": broker.process.pid},
+            )
+            single_run["events_per_s"] = (_accepted(collector_url) - accepted_before) / (
+                single_run["duration_us"] / 1e6
+            )
+            single_run["ratio"] = single_run["rps"] / bare_run["rps"]
+            bare_runs.append(bare_run)
+            single_runs.append(single_run)
             print(
-                f"  {result['rps']:,.0f} requests/s, {result['events_per_s']:,.0f} events/s",
+                f"  round {round_number}/{args.rounds}: bare {bare_run['rps']:,.0f} requests/s, "
+                f"collector single events {single_run['rps']:,.0f} requests/s "
+                f"({single_run['ratio']:.0%})",
+                flush=True,
+            )
+        _wrk(collector_url + events_url, batch, script, args.warmup, args.connections)
+        batch_runs: list[dict[str, Any]] = []
+        for round_number in range(1, args.rounds + 1):
+            accepted_before = _accepted(collector_url)
+            batch_run = _wrk(
+                collector_url + events_url,
+                batch,
+                script,
+                args.seconds,
+                args.connections,
+                {"server": collector.pid, "broker": broker.process.pid},
+            )
+            batch_run["events_per_s"] = (_accepted(collector_url) - accepted_before) / (
+                batch_run["duration_us"] / 1e6
+            )
+            batch_runs.append(batch_run)
+            print(
+                f"  round {round_number}/{args.rounds}: collector 100-event batches "
+                f"{batch_run['events_per_s']:,.0f} events/s",
                 flush=True,
             )
     finally:
-        process.terminate()
-        process.wait(30)
-    return results
+        for process in (bare, collector):
+            process.terminate()
+        for process in (bare, collector):
+            process.wait(30)
+    ratios = sorted(run["ratio"] for run in single_runs)
+    return {
+        "bare": _median_run(bare_runs),
+        "single": _median_run(single_runs),
+        "batch": sorted(batch_runs, key=lambda run: run["events_per_s"])[len(batch_runs) // 2],
+        "ratio": ratios[len(ratios) // 2],
+        "ratios": [run["ratio"] for run in single_runs],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run bare and collector loads per worker count, print progress, write bench/RESULTS.md."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--seconds", type=int, default=15, help="length of each measured run")
+    parser.add_argument("--rounds", type=int, default=3, help="measured runs per load (median)")
+    parser.add_argument("--warmup", type=int, default=5, help="seconds of load before measuring")
+    parser.add_argument(
+        "--broker-warmup", type=int, default=60, help="seconds of load on a fresh broker first"
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--linger-ms", type=int, default=1, help="KAFKA_LINGER_MS of the collector")
@@ -239,24 +354,39 @@ def main(argv: list[str] | None = None) -> int:
         broker.start()
         ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap_servers, partitions=6))
         for workers in args.workers:
-            bare = _run_bare(workers, single, script, args.seconds, args.connections)
-            loads = [("single event", single, 1), ("100-event batch", batch, 100)]
-            measured = _run_collector(
-                workers, loads, script, args, broker.bootstrap_servers, work / f"spool-{workers}"
+            measured = _measure_workers(
+                workers,
+                single,
+                batch,
+                script,
+                args,
+                broker,
+                work / f"spool-{workers}",
+                args.broker_warmup if workers == args.workers[0] else 0,
             )
-            rows.append(_row(f"bare ASGI 204 (ceiling), {workers} worker(s)", bare, "-"))
-            for name, result in measured.items():
-                rows.append(
-                    _row(
-                        f"collector, {name}, {workers} worker(s)",
-                        result,
-                        f"{result['events_per_s']:,.0f}",
-                    )
+            one, many = measured["single"], measured["batch"]
+            rows.append(
+                _row(f"bare ASGI 204 (ceiling), {workers} worker(s)", measured["bare"], "-")
+            )
+            rows.append(
+                _row(
+                    f"collector, single event, {workers} worker(s)",
+                    one,
+                    f"{one['events_per_s']:,.0f}",
                 )
-            one, many = measured["single event"], measured["100-event batch"]
+            )
+            rows.append(
+                _row(
+                    f"collector, 100-event batch, {workers} worker(s)",
+                    many,
+                    f"{many['events_per_s']:,.0f}",
+                )
+            )
+            rounds = ", ".join(f"{ratio:.0%}" for ratio in measured["ratios"])
             summary.append(
-                f"- {workers} worker(s): single events at **{one['rps'] / bare['rps']:.0%}** of the bare "
-                f"endpoint's rate (aim 50%); batches **{many['events_per_s']:,.0f} events/s** "
+                f"- {workers} worker(s): single events at **{measured['ratio']:.0%}** of the bare "
+                f"endpoint's rate (median of paired rounds: {rounds}; aim 50%); batches "
+                f"**{many['events_per_s']:,.0f} events/s** "
                 f"({many['events_per_s'] / 50000:.0%} of the 50,000 events/s aim)."
             )
     finally:
@@ -268,17 +398,23 @@ def main(argv: list[str] | None = None) -> int:
     notes = "\n".join(summary)
     markdown = f"""## collector
 
-`.venv/bin/python -m bench.bench_collector --seconds {args.seconds} --connections {args.connections} --workers {workers_text} --linger-ms {args.linger_ms}{" --fsync-every-message" if args.fsync_every_message else ""}`
+`.venv/bin/python -m bench.bench_collector --seconds {args.seconds} --rounds {args.rounds} --broker-warmup {args.broker_warmup} --connections {args.connections} --workers {workers_text} --linger-ms {args.linger_ms}{" --fsync-every-message" if args.fsync_every_message else ""}`
 
-wrk (2 threads, {args.connections} connections, {args.seconds} s after a 3 s warm-up) on loopback, POSTing
-1,000 distinct realistic pageview bodies with a Chrome user agent; uvicorn with the same worker
-count for both apps. The collector answers only after the local Apache Kafka broker, on the same
-2 cores, acknowledged (acks=all, idempotent producer, linger.ms={args.linger_ms}; broker flush policy:
+wrk (2 threads, {args.connections} connections) on loopback, POSTing 1,000 distinct realistic
+pageview bodies with a Chrome user agent; uvicorn with the same worker count for both apps. Both
+apps run side by side and are measured in {args.rounds} alternating rounds of {args.seconds} s
+(bare, then collector) after {args.warmup} s of warm-up each, and after {args.broker_warmup} s of load on the
+fresh broker (its JIT compiles the produce path for about a minute, taking a core; a broker in
+service is past that); each row is its load's median round.
+The collector answers only after the local Apache Kafka broker, on the same 2 cores,
+acknowledged (acks=all, idempotent producer, linger.ms={args.linger_ms}; broker flush policy:
 {"fsync every message (make run's local setting)" if args.fsync_every_message else "Kafka's default, durability by replication, no fsync per message"}).
-Accepted events are counted by the collector's own `collector_events_accepted_total`.
+Accepted events are counted by the collector's own `collector_events_accepted_total`. The CPU
+columns are microseconds of CPU time (user + system, all threads and worker processes) per
+request, from /proc: what each request costs the server, the broker and the load generator.
 
-| load | requests/s | accepted events/s | p50 ms | p99 ms | non-2xx |
-|---|---|---|---|---|---|
+| load | requests/s | accepted events/s | p50 ms | p99 ms | non-2xx | CPU µs/request: server | broker | wrk |
+|---|---|---|---|---|---|---|---|---|
 {table}
 
 {notes}
@@ -289,9 +425,12 @@ Accepted events are counted by the collector's own `collector_events_accepted_to
 
 
 def _row(label: str, result: dict[str, Any], events: str) -> str:
+    cpu = result["cpu_us"]
+    broker = f"{cpu['broker']:.0f}" if "broker" in cpu else "-"
     return (
         f"| {label} | {result['rps']:,.0f} | {events} | {result['p50_us'] / 1000:.2f} | "
-        f"{result['p99_us'] / 1000:.2f} | {result['non2xx']} |"
+        f"{result['p99_us'] / 1000:.2f} | {result['non2xx']} | {cpu['server']:.0f} | {broker} | "
+        f"{cpu['wrk']:.0f} |"
     )
 
 
