@@ -243,6 +243,23 @@ def _measure_workers(
     bare, bare_url = _start_bare(workers)
     collector, collector_url = _start_collector(workers, args, broker.bootstrap_servers, spool)
     events_url = "/v1/events"
+
+    def collector_run(bodies: Path) -> dict[str, Any]:
+        assert broker.process is not None
+        accepted_before = _accepted(collector_url)
+        run = _wrk(
+            collector_url + events_url,
+            bodies,
+            script,
+            args.seconds,
+            args.connections,
+            {"server": collector.pid, "broker": broker.process.pid},
+        )
+        run["events_per_s"] = (_accepted(collector_url) - accepted_before) / (
+            run["duration_us"] / 1e6
+        )
+        return run
+
     try:
         if broker_warmup:
             # A fresh JVM compiles Kafka's produce path for its first minute of load, at the
@@ -263,18 +280,7 @@ def _measure_workers(
                 args.connections,
                 {"server": bare.pid},
             )
-            accepted_before = _accepted(collector_url)
-            single_run = _wrk(
-                collector_url + events_url,
-                single,
-                script,
-                args.seconds,
-                args.connections,
-                {"server": collector.pid, "broker": broker.process.pid},
-            )
-            single_run["events_per_s"] = (_accepted(collector_url) - accepted_before) / (
-                single_run["duration_us"] / 1e6
-            )
+            single_run = collector_run(single)
             single_run["ratio"] = single_run["rps"] / bare_run["rps"]
             bare_runs.append(bare_run)
             single_runs.append(single_run)
@@ -287,18 +293,7 @@ def _measure_workers(
         _wrk(collector_url + events_url, batch, script, args.warmup, args.connections)
         batch_runs: list[dict[str, Any]] = []
         for round_number in range(1, args.rounds + 1):
-            accepted_before = _accepted(collector_url)
-            batch_run = _wrk(
-                collector_url + events_url,
-                batch,
-                script,
-                args.seconds,
-                args.connections,
-                {"server": collector.pid, "broker": broker.process.pid},
-            )
-            batch_run["events_per_s"] = (_accepted(collector_url) - accepted_before) / (
-                batch_run["duration_us"] / 1e6
-            )
+            batch_run = collector_run(batch)
             batch_runs.append(batch_run)
             print(
                 f"  round {round_number}/{args.rounds}: collector 100-event batches "
