@@ -163,6 +163,10 @@ class _LoopPoller:
         self._handle = None
         try:
             self.producer.poll(0)
+        except RuntimeError:
+            # The publisher closed its producer after every report was served; the
+            # settle calls still queued on this loop need no more polling.
+            self.pending = 0
         finally:
             # Even if a callback raised: requests still waiting must not wait forever.
             if self.pending:
@@ -197,6 +201,7 @@ class KafkaPublisher:
 
     def __init__(self, settings: KafkaSettings, client_id: str, **overrides: Any) -> None:
         self._producer = Producer({**producer_config(settings, client_id), **overrides})
+        self._closed = False
         self._loop_poller: _LoopPoller | None = None
         self._futures_waiting = 0
         self._futures_lock = threading.Lock()
@@ -264,6 +269,8 @@ class KafkaPublisher:
                 self._producer.poll(0.01)
             except KafkaException as exc:
                 raise UnavailableError(f"produce failed: {exc}") from exc
+            except RuntimeError as exc:  # confluent-kafka's answer once the producer is closed
+                raise UnavailableError("publisher is closed") from exc
 
     async def publish(self, topic: str, key: Key, value: bytes) -> None:
         """Send one message and wait for the broker's acknowledgement."""
@@ -315,13 +322,26 @@ class KafkaPublisher:
 
     def flush(self, timeout: float = 10.0) -> int:
         """Wait for everything in flight; returns how many messages are still undelivered."""
+        if self._closed:
+            return 0
         remaining: int = self._producer.flush(timeout)
         return remaining
 
     def close(self, timeout: float = 10.0) -> int:
-        """Flush, then stop the delivery-report thread; returns undelivered messages."""
+        """Flush, stop the delivery-report thread and end librdkafka; returns undelivered messages.
+
+        When everything was delivered, librdkafka's threads and connections end here rather
+        than whenever the producer is garbage collected. With messages still undelivered the
+        producer is left to the garbage collector: closing it would wait for them again, with
+        no timeout. Later publishes raise (or return) UnavailableError; closing twice is harmless.
+        """
+        if self._closed:
+            return 0
         remaining = self.flush(timeout)
         self._running = False
         self._wake.set()
         self._poller.join(timeout=2.0)
+        if remaining == 0 and not self._poller.is_alive():
+            self._closed = True
+            self._producer.close()
         return remaining

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import Future
+from pathlib import Path
 
 from confluent_kafka import Consumer
 
@@ -96,3 +97,27 @@ def test_unreachable_broker_answers_unavailable_instead_of_hanging() -> None:
             raise AssertionError("publish to an unreachable broker succeeded")
     finally:
         publisher.close(timeout=5)
+
+
+def _librdkafka_threads() -> int:
+    """Threads of this process named by librdkafka (rdk:main, rdk:broker..., rdk:bg)."""
+    tasks = Path("/proc/self/task")
+    return sum(1 for task in tasks.iterdir() if (task / "comm").read_text().startswith("rdk:"))
+
+
+def test_close_ends_librdkafka_and_later_sends_are_refused(kafka_settings: KafkaSettings) -> None:
+    topic = kafka_settings.topic("events.raw")
+    before = _librdkafka_threads()
+    publisher = KafkaPublisher(kafka_settings, "publisher-close-test")
+
+    async def publish_then_close_then_publish() -> list[Exception | None]:
+        assert await publisher.publish_many([(topic, "before-close", b"v")]) == [None]
+        assert _librdkafka_threads() > before
+        assert await asyncio.to_thread(publisher.close) == 0
+        return await publisher.publish_many([(topic, "after-close", b"v")])
+
+    after_close = asyncio.run(asyncio.wait_for(publish_then_close_then_publish(), 60))
+    assert len(after_close) == 1 and isinstance(after_close[0], UnavailableError)
+    assert _librdkafka_threads() == before  # no garbage collection needed
+    assert publisher.close() == 0  # a second close is harmless
+    assert publisher.flush() == 0
