@@ -57,18 +57,6 @@ class Publisher(Protocol):
     def close(self, timeout: float = 10.0) -> int: ...
 
 
-class _ClosedPublisher:
-    """Stands in for a publisher after shutdown: every send is refused."""
-
-    async def publish_many(
-        self, messages: Sequence[tuple[str, Key, bytes]]
-    ) -> list[Exception | None]:
-        return [UnavailableError("shutting down") for _ in messages]
-
-    def close(self, timeout: float = 10.0) -> int:
-        return 0
-
-
 class KeyedLocks:
     """One asyncio lock per key, so concurrent deliveries of one event publish it once."""
 
@@ -370,8 +358,6 @@ def create_app(
             remaining = ingest.publisher.close(10.0)
             if remaining:
                 log.error("messages left undelivered at shutdown", extra={"count": remaining})
-            # Drop the last reference, so librdkafka's threads and connections end now.
-            ingest.publisher = _ClosedPublisher()
         ingest.store.close()
 
     app = FastAPI(
