@@ -445,9 +445,7 @@ class EventsEndpoint:
                     problem = exc.problem
                 else:
                     event_ids.append(record["event_id"])
-                    messages.append(
-                        (pipeline.raw_topic, anonymous_id, pipeline.raw_encoder.encode(record))
-                    )
+                    messages.append((pipeline.raw_topic, anonymous_id, pipeline.encode_raw(record)))
                     continue
             else:
                 problem = member

@@ -19,7 +19,6 @@ from services.common.errors import ConfigurationError, UnavailableError
 from services.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
-_thread_id = threading.get_ident
 
 Key = str | bytes | None
 
@@ -175,7 +174,7 @@ class _LoopPoller:
     def serving(self) -> bool:
         """True on this loop's thread while the loop can still run callbacks."""
         # Cheaper than asyncio.get_running_loop(), which makes a getpid() system call.
-        return _thread_id() == self.thread_id and not self.loop.is_closed()
+        return threading.get_ident() == self.thread_id and not self.loop.is_closed()
 
     def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
         """Run ``callback`` on the loop; a closed loop has nobody left waiting."""
