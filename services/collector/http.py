@@ -2,8 +2,8 @@
 
 uvicorn writes a response's status line and headers when the app sends
 ``http.response.start`` and the body when it sends ``http.response.body``; uvloop
-sends each write to the socket at once. On loopback each send costs a system call
-and a wake-up of the reader, a sixth of the collector's time per single-event
+sends each write to the socket at once. Each send is a system call and a wake-up of
+the reader; the two took about a sixth of the collector's time per single-event
 request. Holding writes until the end of the current event-loop callback joins
 them: the app sends both messages without yielding in between, so the headers and
 the body leave in one ``send``.
